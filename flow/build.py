@@ -1,0 +1,526 @@
+"""Build: a QONNX BNN -> a folded FINN dataflow design for one board.
+
+The steps have FINN's build-step signature ``step(model, cfg) -> model`` and
+FINN's names; each result is saved as ``intermediate_models/<step>.onnx``.
+FINN's own ``finn.builder.build_dataflow_steps`` cannot even be imported
+without Vivado (it imports the XSI simulator), so the steps that need no
+vendor tool are written here from FINN's transformations, and the vendor
+steps call FINN's builder only when Vivado / Vitis HLS are on PATH.
+
+Artifacts (in ``cfg.output_dir``): ``intermediate_models/``,
+``report/estimate_network_performance.json``,
+``report/estimate_layer_resources.json``, ``report/estimate_layer_cycles.json``,
+``report/folding_search.json``, ``folding_config.json`` and, written last,
+``build.json`` (what was built; its presence marks a complete build).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import onnx
+from rich.console import Console
+from rich.table import Table
+
+from flow.boards import Board
+from flow.errors import FlowError
+from flow.finn_env import init_finn
+
+console = Console()
+
+# Ops that may stay outside the accelerator: pure data movement at the graph
+# input, which the driver does for free by how it lays out the bytes.
+SOFTWARE_INPUT_OPS = {"Reshape", "Flatten", "Transpose"}
+# Part of each resource the accelerator may use; the rest is left for the
+# shell (Zynq PS interconnect, AXI DMA, FIFOs).
+MAX_UTILIZATION = 0.85
+FOLDING_ATTRS = ["PE", "SIMD", "ram_style", "resType", "mem_mode"]
+
+
+@dataclass
+class BuildConfig:
+    output_dir: Path
+    board: Board
+    target_fps: int | None = None
+    max_utilization: float = MAX_UTILIZATION
+    # filled in by the steps, for the report
+    folding_search: list[dict] = field(default_factory=list)
+
+    @property
+    def report_dir(self) -> Path:
+        return self.output_dir / "report"
+
+    @property
+    def intermediate_dir(self) -> Path:
+        return self.output_dir / "intermediate_models"
+
+    def budget(self) -> dict[str, float]:
+        return {k: self.board.resources[k] * self.max_utilization for k in ("LUT", "BRAM_18K", "DSP")}
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def step_qonnx_to_finn(model, cfg: BuildConfig):
+    """qonnx cleanup, then QONNX -> FINN-ONNX (BipolarQuant/Quant -> MultiThreshold)."""
+    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+    from qonnx.util.cleanup import cleanup_model
+
+    return cleanup_model(model).transform(ConvertQONNXtoFINN())
+
+
+def step_tidy_up(model, cfg: BuildConfig):
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.general import (
+        GiveReadableTensorNames,
+        GiveUniqueNodeNames,
+        RemoveStaticGraphInputs,
+    )
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    for transformation in (
+        InferShapes(),
+        FoldConstants(),
+        GiveUniqueNodeNames(),
+        GiveReadableTensorNames(),
+        InferDataTypes(),
+        RemoveStaticGraphInputs(),
+    ):
+        model = model.transform(transformation)
+    return model
+
+
+def step_insert_label_select(model, cfg: BuildConfig):
+    """Append TopK(k=1): the accelerator outputs the class index, as in FINN's BNN examples."""
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.transformation.insert_topk import InsertTopK
+
+    return model.transform(InsertTopK(k=1)).transform(InferShapes()).transform(InferDataTypes())
+
+
+def step_streamline(model, cfg: BuildConfig):
+    """Batch-norm + sign -> integer thresholds; bipolar MatMul -> XNOR-popcount."""
+    import finn.transformation.streamline.absorb as absorb
+    from finn.transformation.streamline import Streamline
+    from qonnx.transformation.bipolar_to_xnor import ConvertBipolarMatMulToXnorPopcount
+    from qonnx.transformation.general import RemoveUnusedTensors
+    from qonnx.transformation.infer_data_layouts import InferDataLayouts
+
+    model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())
+    model = model.transform(Streamline())
+    model = model.transform(ConvertBipolarMatMulToXnorPopcount())
+    model = model.transform(Streamline())
+    # a positive scalar scale/shift of the logits does not change the arg-max
+    model = model.transform(absorb.AbsorbScalarMulAddIntoTopK())
+    model = model.transform(InferDataLayouts())
+    return model.transform(RemoveUnusedTensors())
+
+
+def step_convert_to_hw(model, cfg: BuildConfig):
+    """XNOR-popcount MatMul + thresholds -> MVAU (binaryXnorMode), TopK -> LabelSelect."""
+    from finn.transformation.fpgadataflow.convert_to_hw.binary_matrix_vector_activation import (
+        InferBinaryMatrixVectorActivation,
+    )
+    from finn.transformation.fpgadataflow.convert_to_hw.label_select import InferLabelSelectLayer
+    from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
+        InferQuantizedMatrixVectorActivation,
+    )
+    from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
+    from qonnx.transformation.general import GiveUniqueNodeNames
+
+    for transformation in (
+        InferBinaryMatrixVectorActivation(),
+        InferQuantizedMatrixVectorActivation(),
+        InferLabelSelectLayer(),
+        InferThresholdingLayer(),
+        GiveUniqueNodeNames(),
+    ):
+        model = model.transform(transformation)
+    check_all_lowered(model)
+    return model
+
+
+def check_all_lowered(model) -> None:
+    """Every node is a hardware layer, except data movement at the graph input."""
+    software_prefix = True
+    for node in model.graph.node:
+        is_hw = node.domain.startswith("finn.custom_op.fpgadataflow")
+        if is_hw:
+            software_prefix = False
+        elif not (software_prefix and node.op_type in SOFTWARE_INPUT_OPS):
+            raise FlowError(
+                f"node '{node.name}' ({node.op_type}) cannot be lowered to a hardware layer: "
+                "the flow maps binary/quantized MatMul + thresholds, TopK and thresholds only"
+            )
+
+
+def step_create_dataflow_partition(model, cfg: BuildConfig):
+    """Move the hardware layers into their own model; the parent keeps the software prefix."""
+    from finn.transformation.fpgadataflow.create_dataflow_partition import CreateDataflowPartition
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    parent = model.transform(
+        CreateDataflowPartition(partition_model_dir=str(cfg.intermediate_dir / "supported_op_partitions"))
+    )
+    save_model(parent, cfg.intermediate_dir / "dataflow_parent.onnx")
+    (sdp,) = parent.get_nodes_by_op_type("StreamingDataflowPartition")
+    return ModelWrapper(getCustomOp(sdp).get_nodeattr("model"))
+
+
+def step_minimize_bit_width(model, cfg: BuildConfig):
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
+    from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+
+    for transformation in (
+        MinimizeWeightBitWidth(),
+        MinimizeAccumulatorWidth(),
+        InferDataTypes(),
+        RoundAndClipThresholds(),
+        InferDataTypes(),
+    ):
+        model = model.transform(transformation)
+    return model
+
+
+def step_specialize_layers(model, cfg: BuildConfig):
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+    from qonnx.transformation.general import GiveUniqueNodeNames
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    model = model.transform(SpecializeLayers(cfg.board.part))
+    return model.transform(GiveUniqueNodeNames()).transform(InferShapes()).transform(InferDataTypes())
+
+
+def step_set_folding(model, cfg: BuildConfig):
+    """Choose PE/SIMD: for ``cfg.target_fps``, or the fastest folding inside the budget."""
+    clock_hz = cfg.board.clock_mhz * 1e6
+    slowest = fold(model, 2**40, cfg.board.part)  # everything sequential: the smallest design
+    if not slowest.fits(cfg.budget()):
+        print_layer_table(slowest.model, cfg)
+        raise FlowError(
+            f"the design does not fit {cfg.board.name} at any folding: fully folded it needs "
+            f"{slowest.usage_text(cfg.budget())}"
+        )
+    if cfg.target_fps is not None:
+        target_cycles = math.floor(clock_hz / cfg.target_fps)
+        fastest_cycles = fold(model, 1, cfg.board.part).max_cycles
+        if target_cycles < fastest_cycles:
+            raise FlowError(
+                f"TARGET_FPS={cfg.target_fps} is impossible: at {cfg.board.clock_mhz:g} MHz the "
+                f"fully parallel design needs {fastest_cycles} cycles per image, "
+                f"at most {clock_hz / fastest_cycles:,.0f} FPS"
+            )
+        chosen = fold(model, target_cycles, cfg.board.part)
+        cfg.folding_search = [chosen.summary(clock_hz, cfg.budget())]
+        if not chosen.fits(cfg.budget()):
+            print_layer_table(chosen.model, cfg)
+            raise FlowError(
+                f"TARGET_FPS={cfg.target_fps} does not fit {cfg.board.name}: it needs "
+                f"{chosen.usage_text(cfg.budget())}"
+            )
+    else:
+        chosen, cfg.folding_search = fastest_fitting_folding(model, slowest, cfg)
+    write_json(cfg.report_dir / "folding_search.json", cfg.folding_search)
+    return chosen.model
+
+
+def step_generate_estimate_reports(model, cfg: BuildConfig):
+    """FINN's estimate reports, under FINN's file names."""
+    from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
+    from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
+    from finn.analysis.fpgadataflow.op_and_param_counts import aggregate_dict_keys, op_and_param_counts
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
+    from finn.util.config import extract_model_config_to_json
+
+    write_json(cfg.report_dir / "op_and_param_counts.json", model.analysis(op_and_param_counts))
+    write_json(cfg.report_dir / "estimate_layer_cycles.json", model.analysis(exp_cycles_per_layer))
+    resources = model.analysis(lambda m: res_estimation(m, cfg.board.part))
+    resources["total"] = aggregate_dict_keys(resources)
+    write_json(cfg.report_dir / "estimate_layer_resources.json", resources)
+    model = model.transform(AnnotateCycles())
+    performance = dict(model.analysis(dataflow_performance))
+    performance["estimated_throughput_fps"] = cfg.board.clock_mhz * 1e6 / performance["max_cycles"]
+    performance["estimated_latency_ns"] = performance["critical_path_cycles"] * cfg.board.clock_period_ns
+    write_json(cfg.report_dir / "estimate_network_performance.json", performance)
+    extract_model_config_to_json(model, cfg.output_dir / "folding_config.json", FOLDING_ATTRS)
+    print_layer_table(model, cfg)
+    return model
+
+
+def step_vendor_synthesis(model, cfg: BuildConfig):
+    """HLS IP generation, stitched IP and bitfile: FINN's own steps, with Vivado + Vitis HLS."""
+    missing = [tool for tool in ("vitis_hls", "vivado") if shutil.which(tool) is None]
+    if missing:
+        console.print(
+            f"[yellow]skipped[/] step_vendor_synthesis: {' and '.join(missing)} not on PATH "
+            "(HLS IP, stitched IP and bitfile need the AMD/Xilinx tools)"
+        )
+        return model
+    # Importable only when Vivado is installed (it pulls in the XSI simulator).
+    import finn.builder.build_dataflow_config as finn_cfg
+    from finn.builder.build_dataflow_steps import (
+        step_create_stitched_ip,
+        step_hw_codegen,
+        step_hw_ipgen,
+        step_synthesize_bitfile,
+    )
+
+    dataflow_cfg = finn_cfg.DataflowBuildConfig(
+        output_dir=str(cfg.output_dir),
+        synth_clk_period_ns=cfg.board.clock_period_ns,
+        fpga_part=cfg.board.part,
+        board=cfg.board.finn_board,
+        shell_flow_type=finn_cfg.ShellFlowType.VIVADO_ZYNQ,
+        folding_config_file=str(cfg.output_dir / "folding_config.json"),
+        generate_outputs=[finn_cfg.DataflowOutputType.BITFILE],
+    )
+    for step in (step_hw_codegen, step_hw_ipgen, step_create_stitched_ip, step_synthesize_bitfile):
+        model = step(model, dataflow_cfg)
+    return model
+
+
+BUILD_STEPS: list[Callable] = [
+    step_qonnx_to_finn,
+    step_tidy_up,
+    step_insert_label_select,
+    step_streamline,
+    step_convert_to_hw,
+    step_create_dataflow_partition,
+    step_specialize_layers,
+    step_minimize_bit_width,
+    step_set_folding,
+    step_generate_estimate_reports,
+    step_vendor_synthesis,
+]
+
+
+# --------------------------------------------------------------------------- folding
+
+
+@dataclass
+class Folding:
+    model: object  # ModelWrapper with PE/SIMD set
+    max_cycles: int
+    resources: dict[str, float]  # totals: LUT, BRAM_18K, DSP
+
+    def fits(self, budget: dict[str, float]) -> bool:
+        return all(self.resources.get(k, 0) <= budget[k] for k in budget)
+
+    def usage_text(self, budget: dict[str, float]) -> str:
+        return ", ".join(
+            f"{k} {self.resources.get(k, 0):,.0f} of {budget[k]:,.0f}"
+            + (" (over)" if self.resources.get(k, 0) > budget[k] else "")
+            for k in budget
+        )
+
+    def summary(self, clock_hz: float, budget: dict[str, float]) -> dict:
+        return {
+            "max_cycles": self.max_cycles,
+            "estimated_fps": clock_hz / self.max_cycles,
+            **{k: self.resources.get(k, 0) for k in ("LUT", "BRAM_18K", "DSP")},
+            "fits": self.fits(budget),
+        }
+
+
+def fold(model, target_cycles: int, part: str) -> Folding:
+    """SetFolding for a cycle target, with FINN's cycle and resource estimates."""
+    import copy
+
+    from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
+    from finn.analysis.fpgadataflow.op_and_param_counts import aggregate_dict_keys
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+    from finn.transformation.fpgadataflow.set_folding import SetFolding
+
+    folded = copy.deepcopy(model).transform(SetFolding(target_cycles, two_pass_relaxation=True))
+    cycles = folded.analysis(exp_cycles_per_layer)
+    resources = folded.analysis(lambda m: res_estimation(m, part))
+    return Folding(folded, max(cycles.values()), aggregate_dict_keys(resources))
+
+
+def fastest_fitting_folding(model, slowest: Folding, cfg: BuildConfig) -> tuple[Folding, list[dict]]:
+    """Walk cycle targets from fully folded down to fully parallel; keep the fastest that fits."""
+    clock_hz = cfg.board.clock_mhz * 1e6
+    budget = cfg.budget()
+    best, search = slowest, [slowest.summary(clock_hz, budget)]
+    target = slowest.max_cycles
+    while target > 1:
+        target = max(1, int(target * 0.8))
+        candidate = fold(model, target, cfg.board.part)
+        if candidate.max_cycles >= best.max_cycles:
+            continue  # the folding did not get faster for this target
+        search.append(candidate.summary(clock_hz, budget))
+        if not candidate.fits(budget):
+            break  # resources only grow from here
+        best = candidate
+    return best, search
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def layer_rows(model, part: str) -> list[dict]:
+    """Per hardware layer: shape, folding, cycles and resource estimates."""
+    from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+    from qonnx.custom_op.registry import getCustomOp
+
+    cycles = model.analysis(exp_cycles_per_layer)
+    resources = model.analysis(lambda m: res_estimation(m, part))
+    rows = []
+    for node in model.graph.node:
+        inst = getCustomOp(node)
+        attrs = inst.get_nodeattr_types()
+
+        def attr(name, default="-"):
+            return inst.get_nodeattr(name) if name in attrs else default
+
+        shape = f"{attr('MW')} x {attr('MH')}" if "MW" in attrs else f"{attr('NumChannels', attr('Labels'))}"
+        rows.append(
+            {
+                "layer": node.name,
+                "shape": shape,
+                "SIMD": attr("SIMD"),
+                "PE": attr("PE"),
+                "cycles": cycles.get(node.name, 0),
+                "LUT": resources.get(node.name, {}).get("LUT", 0),
+                "BRAM_18K": resources.get(node.name, {}).get("BRAM_18K", 0),
+            }
+        )
+    return rows
+
+
+def print_layer_table(model, cfg: BuildConfig) -> None:
+    rows = layer_rows(model, cfg.board.part)
+    table = Table(title=f"Folded dataflow design for {cfg.board.name} ({cfg.board.part})")
+    for column in ("layer", "MW x MH", "SIMD", "PE", "cycles", "LUT", "BRAM18"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for row in rows:
+        table.add_row(
+            row["layer"], row["shape"], str(row["SIMD"]), str(row["PE"]), f"{row['cycles']:,}",
+            f"{row['LUT']:,.0f}", f"{row['BRAM_18K']:,.0f}",
+        )
+    lut = sum(r["LUT"] for r in rows)
+    bram = sum(r["BRAM_18K"] for r in rows)
+    max_cycles = max(r["cycles"] for r in rows)
+    board = cfg.board.resources
+    table.add_section()
+    table.add_row("total", "", "", "", f"max {max_cycles:,}", f"{lut:,.0f}", f"{bram:,.0f}")
+    table.add_row(
+        f"budget ({cfg.max_utilization:.0%} of board)", "", "", "", "",
+        f"{board['LUT'] * cfg.max_utilization:,.0f}", f"{board['BRAM_18K'] * cfg.max_utilization:,.0f}",
+    )
+    console.print(table)
+    clock_hz = cfg.board.clock_mhz * 1e6
+    console.print(
+        f"estimated throughput {clock_hz / max_cycles:,.0f} FPS at {cfg.board.clock_mhz:g} MHz "
+        f"(slowest layer {max_cycles:,} cycles); LUT {lut / board['LUT']:.1%}, "
+        f"BRAM {bram / board['BRAM_18K']:.1%} of the board"
+    )
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def write_json(path: Path, payload) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def save_model(model, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    model.save(str(tmp))
+    os.replace(tmp, path)
+
+
+def load_qonnx(path: Path):
+    """Load and check a model given to ``build``: one clear error for anything unusable."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    if not path.exists():
+        raise FlowError(f"{path}: no such file")
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FlowError(f"{path}: not a valid ONNX model ({first_line})") from None
+    return ModelWrapper(proto)
+
+
+def prepare_input(model, input_scale: float | None):
+    """The accelerator reads integer pixels: annotate them, or prepend FINN's ToTensor scaling."""
+    import numpy as np
+    from onnx import helper
+    from qonnx.core.datatype import DataType
+
+    name = model.graph.input[0].name
+    if input_scale is not None:
+        scaled = name + "_scaled"
+        for consumer in model.find_consumers(name):
+            for i, inp in enumerate(consumer.input):
+                if inp == name:
+                    consumer.input[i] = scaled
+        model.set_initializer(name + "_scale", np.asarray(1.0 / input_scale, dtype=np.float32))
+        model.graph.node.insert(0, helper.make_node("Mul", [name, name + "_scale"], [scaled]))
+        model.set_tensor_datatype(name, DataType["UINT8"])
+    dtype = model.get_tensor_datatype(name)
+    if not dtype.is_integer():
+        raise FlowError(
+            f"input '{name}' is {dtype.name}: the accelerator takes integer pixels; if the model "
+            "expects pixels/255 (as Brevitas' bnn_pynq models do), build with --input-scale 255"
+        )
+    return model
+
+
+def build(
+    onnx_path: Path,
+    out_dir: Path,
+    board: Board,
+    target_fps: int | None = None,
+    input_scale: float | None = None,
+) -> dict:
+    """Run every build step; return (and write as ``build.json``) what was built."""
+    init_finn(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker = out_dir / "build.json"
+    marker.unlink(missing_ok=True)  # a failed rebuild must not look complete
+    cfg = BuildConfig(out_dir, board, target_fps)
+    model = prepare_input(load_qonnx(onnx_path), input_scale)
+    times = {}
+    for step in BUILD_STEPS:
+        console.print(f"[bold]{step.__name__}[/]")
+        start = time.time()
+        model = step(model, cfg)
+        times[step.__name__] = round(time.time() - start, 2)
+        save_model(model, cfg.intermediate_dir / f"{step.__name__}.onnx")
+    save_model(model, out_dir / "dataflow_model.onnx")
+    performance = json.loads((cfg.report_dir / "estimate_network_performance.json").read_text())
+    summary = {
+        "model": str(onnx_path),
+        "board": board.name,
+        "part": board.part,
+        "clock_mhz": board.clock_mhz,
+        "target_fps": target_fps,
+        "estimated_throughput_fps": performance["estimated_throughput_fps"],
+        "estimated_latency_ns": performance["estimated_latency_ns"],
+        "step_seconds": times,
+    }
+    write_json(marker, summary)
+    return summary
