@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import os
 import pickle
+import shutil
 import tarfile
 import tempfile
 import urllib.request
@@ -125,7 +126,8 @@ def fetch(remote: RemoteFile, target: Path, dataset: str) -> Path:
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
         os.close(fd)
         try:
-            urllib.request.urlretrieve(remote.url, tmp_name)
+            with urllib.request.urlopen(remote.url, timeout=60) as response, open(tmp_name, "wb") as f:
+                shutil.copyfileobj(response, f)
         except OSError as exc:
             Path(tmp_name).unlink(missing_ok=True)
             raise FlowError(
