@@ -7,17 +7,27 @@ PY     := $(VENV)/bin/python
 
 MODEL      ?= tfc
 DATASET    ?= mnist5k
-QUANT      ?= ste
+QUANT      ?= fourier+clip
 EPOCHS     ?=
+NPROC      ?= 1
+DEVICE     ?= cpu
 BOARD      ?= pynq-z2
 TARGET_FPS ?=
 OUT        ?= build/$(MODEL)-$(QUANT)-$(DATASET)
+# bnn: our hls_templates kernels (C-simulated here); finn: FINN's finn-hlslib route (needs Vitis HLS + Vivado)
+HLS_BACKEND ?= bnn
+export HLS_BACKEND
 
-.PHONY: install train export build test test-slow clean help
+.PHONY: install train compare export build csim emulate verify bench check-board test test-slow clean help
 
 help:
 	@echo "make train export build [MODEL=tfc|sfc|lfc] [DATASET=mnist5k|fashion-mnist|mnist|cifar10]"
-	@echo "                        [QUANT=ste] [EPOCHS=N] [BOARD=pynq-z2|pynq-z1] [TARGET_FPS=N] [OUT=dir]"
+	@echo "                        [QUANT=fourier+clip|fourier|fourier+fit|clip|ste|approxsign|dsq] [EPOCHS=N] [BOARD=pynq-z2|pynq-z1|ultra96-v2|zcu104|kv260] [TARGET_FPS=N] [OUT=dir]"
+	@echo "make emulate | verify [IMAGES=N]   the built accelerator in Python; the verification ladder"
+	@echo "make check-board                    on the PYNQ board: RUN_DIR/deploy/check.py --backend pynq (docs/board.md)"
+	@echo "make bench [BENCH_RUNS='dir ...']   emulator speed vs QONNX/FINN/Brevitas/GEMM -> docs/benchmarks.md"
+	@echo "make train NPROC=2 [DEVICE=cuda]   multi-process training (torchrun + DistributedDataParallel)"
+	@echo "make compare [DEVICE=cuda] [COMPARE_JOBS=N]   all quantizers, 3 seeds, Fashion-MNIST -> docs/quantizers.md"
 	@echo "make test               the test suite (make test-slow: long runs)"
 	@echo "run directory: $(OUT)"
 
@@ -29,14 +39,46 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# NPROC > 1: torchrun, one DistributedDataParallel process each (gloo on cpu, nccl on cuda)
+TRAIN_LAUNCH = $(if $(filter-out 1,$(NPROC)),$(PY) -m torch.distributed.run --standalone --nproc-per-node $(NPROC),$(PY))
+
 train: $(VENV)/.installed
-	$(PY) -m flow train --out $(OUT) --model $(MODEL) --dataset $(DATASET) --quant $(QUANT) $(if $(EPOCHS),--epochs $(EPOCHS))
+	$(TRAIN_LAUNCH) -m flow train --out $(OUT) --model $(MODEL) --dataset $(DATASET) --quant $(QUANT) --device $(DEVICE) $(if $(EPOCHS),--epochs $(EPOCHS))
+
+# all quantizers x 3 seeds, SFC-W1A1 on Fashion-MNIST, 10 epochs -> docs/quantizers.md (+ plots)
+COMPARE_JOBS ?= 1
+compare: $(VENV)/.installed
+	$(PY) -m flow compare --device $(DEVICE) --jobs $(COMPARE_JOBS) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 export: $(VENV)/.installed
 	$(PY) -m flow export $(OUT)
 
 build: $(VENV)/.installed
 	$(PY) -m flow build $(OUT)/model.onnx --board $(BOARD) --out $(OUT) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
+
+csim: $(VENV)/.installed
+	$(PY) -m flow csim $(OUT)
+
+# the built accelerator in Python (bit-exactness, estimated FPS), then the deployment
+# package's own check on the emulator backend: the command the board runs, same output
+emulate: $(VENV)/.installed
+	$(PY) -m flow emulate $(OUT)
+	cd $(OUT)/deploy && $(abspath $(PY)) check.py --backend emulator
+
+# the ladder PyTorch -> QONNX -> streamlined -> HW layers -> emulator, per layer (IMAGES=N: fewer test images)
+IMAGES ?=
+verify: $(VENV)/.installed
+	$(PY) -m flow verify $(OUT) $(if $(IMAGES),--images $(IMAGES))
+
+# emulator vs QONNX / FINN / Brevitas / a GEMM chain on built runs -> docs/benchmarks.md
+BENCH_RUNS ?= $(foreach m,tfc sfc lfc,build/$(m)-$(QUANT)-$(DATASET))
+bench: $(VENV)/.installed
+	$(PY) -m flow bench $(foreach r,$(BENCH_RUNS),--runs $(r))
+
+# on the PYNQ board, from a checkout there (or just: cd deploy && sudo -E python3 check.py --backend pynq)
+BOARD_PYTHON ?= python3
+check-board:
+	cd $(OUT)/deploy && sudo -E $(BOARD_PYTHON) check.py --backend pynq
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

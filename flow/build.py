@@ -26,12 +26,16 @@ from pathlib import Path
 from typing import Callable
 
 import onnx
+from qonnx.transformation.base import Transformation
 from rich.console import Console
 from rich.table import Table
 
+from flow.artifacts import step_write_hardware_artifacts
 from flow.boards import Board
 from flow.errors import FlowError
+from flow.files import write_json
 from flow.finn_env import init_finn
+from flow.hls import hls_backend, step_generate_hls
 
 console = Console()
 
@@ -177,7 +181,39 @@ def step_create_dataflow_partition(model, cfg: BuildConfig):
     return ModelWrapper(getCustomOp(sdp).get_nodeattr("model"))
 
 
+class SizeXnorPopcountAccumulators(Transformation):
+    """Size the accumulator of XNOR-mode MVAUs for the popcount they accumulate.
+
+    FINN's ``MinimizeAccumulatorWidth`` sizes a ``binaryXnorMode`` MVAU for
+    0/1 inputs times +-1 weights (a signed range), but in XNOR mode the unit
+    accumulates the number of matching bits, 0..MW: for MW = 64 it picks INT7,
+    in which a popcount of 64 wraps to -64 in the hardware. The popcount needs
+    UINT(ceil(log2(MW + 1))); a last layer without activation rounds up to
+    whole bytes, as FINN does for the graph output.
+    """
+
+    def apply(self, model):
+        from qonnx.core.datatype import DataType
+        from qonnx.custom_op.registry import getCustomOp
+        from qonnx.transformation.infer_datatypes import InferDataTypes
+
+        for node in model.graph.node:
+            if not node.op_type.startswith("MVAU"):
+                continue
+            inst = getCustomOp(node)
+            if inst.get_nodeattr("binaryXnorMode") != 1:
+                continue
+            bits = math.ceil(math.log2(inst.get_nodeattr("MW") + 1))
+            if inst.get_nodeattr("noActivation"):
+                if model.find_direct_successors(node) is None:
+                    bits = 8 * math.ceil(bits / 8)
+                inst.set_nodeattr("outputDataType", f"UINT{bits}")
+            inst.set_nodeattr("accDataType", f"UINT{bits}")
+        return model.transform(InferDataTypes()), False
+
+
 def step_minimize_bit_width(model, cfg: BuildConfig):
+    """FINN's bit-width minimization, with XNOR accumulators sized for their popcount."""
     from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
     from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
@@ -186,8 +222,11 @@ def step_minimize_bit_width(model, cfg: BuildConfig):
     for transformation in (
         MinimizeWeightBitWidth(),
         MinimizeAccumulatorWidth(),
-        InferDataTypes(),
+        SizeXnorPopcountAccumulators(),
         RoundAndClipThresholds(),
+        InferDataTypes(),
+        # thresholds were clipped to the accumulator range: their types shrink again
+        MinimizeWeightBitWidth(),
         InferDataTypes(),
     ):
         model = model.transform(transformation)
@@ -263,6 +302,9 @@ def step_generate_estimate_reports(model, cfg: BuildConfig):
 
 def step_vendor_synthesis(model, cfg: BuildConfig):
     """HLS IP generation, stitched IP and bitfile: FINN's own steps, with Vivado + Vitis HLS."""
+    if hls_backend() != "finn":
+        console.print("[yellow]skipped[/] step_vendor_synthesis: HLS_BACKEND=bnn, the bitfile comes from hls/ (step_generate_hls)")
+        return model
     missing = [tool for tool in ("vitis_hls", "vivado") if shutil.which(tool) is None]
     if missing:
         console.print(
@@ -304,6 +346,8 @@ BUILD_STEPS: list[Callable] = [
     step_minimize_bit_width,
     step_set_folding,
     step_generate_estimate_reports,
+    step_generate_hls,
+    step_write_hardware_artifacts,
     step_vendor_synthesis,
 ]
 
@@ -435,13 +479,6 @@ def print_layer_table(model, cfg: BuildConfig) -> None:
 # --------------------------------------------------------------------------- driver
 
 
-def write_json(path: Path, payload) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(tmp, path)
-
-
 def save_model(model, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -523,4 +560,7 @@ def build(
         "step_seconds": times,
     }
     write_json(marker, summary)
+    from flow.deploy import deploy_built_run  # the deployment package: RUN_DIR/deploy/ + deploy.tar.gz
+
+    deploy_built_run(out_dir)
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -10,12 +11,13 @@ import click
 
 from flow.errors import FlowError
 
-DEFAULT_OUT = "build/tfc-ste-mnist5k"
+DEFAULT_OUT = "build/tfc-fourier+clip-mnist5k"  # the Makefile's default OUT
 
 
 def _quiet_library_warnings() -> None:
     # qonnx/brevitas/torch warn about opset versions and optional packages on
     # every run; none of it is actionable for a user of this tool.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -30,7 +32,11 @@ def main() -> None:
     Pipeline (each stage reads and writes files in one run directory OUT):
       train   -> OUT/checkpoint.pt, OUT/train_metrics.json, OUT/training_curve.png
       export  -> OUT/model.onnx (QONNX, checked against PyTorch)
-      build   -> OUT/intermediate_models/, OUT/report/, OUT/folding_config.json, OUT/build.json
+      build   -> OUT/intermediate_models/, OUT/report/, OUT/folding_config.json,
+                 OUT/hw/ (the accelerator's memories + manifest), OUT/build.json
+      emulate -> the built accelerator (OUT/hw) in Python: accuracy, images/s, estimated FPS
+      verify  -> OUT/report/verification.json (PyTorch = QONNX = FINN = emulator, per layer)
+      deploy  -> OUT/deploy/, OUT/deploy.tar.gz (the board package; also written by build)
     """
     _quiet_library_warnings()
 
@@ -39,12 +45,13 @@ def main() -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True, help="Run directory.")
 @click.option("--model", default="tfc", show_default=True, help="tfc, sfc or lfc.")
 @click.option("--dataset", default="mnist5k", show_default=True, help="mnist5k, fashion-mnist, fashion-mnist32, mnist or cifar10.")
-@click.option("--quant", default="ste", show_default=True, help="Binary quantizer (see flow.quant).")
+@click.option("--quant", default="fourier+clip", show_default=True, help="Binary quantizer: fourier+clip, fourier, fourier+fit, clip, ste, approxsign or dsq.")
 @click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--lr", type=float, default=0.02, show_default=True, help="Adam learning rate (cosine-annealed).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def train(out_dir, model, dataset, quant, epochs, batch_size, lr, seed):
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (under torchrun: each process its local GPU).")
+def train(out_dir, model, dataset, quant, epochs, batch_size, lr, seed, device):
     """Quantization-aware training; resumes from OUT/checkpoint.pt if a run was interrupted."""
     from flow.models import build_model  # noqa: F401  (validates names before loading data)
     from flow.quant import get_quantizers
@@ -56,7 +63,7 @@ def train(out_dir, model, dataset, quant, epochs, batch_size, lr, seed):
     if model not in known_models():
         raise FlowError(f"unknown model '{model}'; known models: {', '.join(known_models())}")
     config = TrainConfig(model=model, dataset=dataset, quant=quant, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    run_train(out_dir, config)
+    run_train(out_dir, config, device)
 
 
 @main.command()
@@ -84,6 +91,117 @@ def build(onnx_model, board, out_dir, target_fps, input_scale):
     from flow.build import build as run_build
 
     run_build(onnx_model, out_dir or onnx_model.parent, load_board(board), target_fps, input_scale)
+
+
+@main.command()
+@click.option("--out", "out_root", type=click.Path(path_type=Path), default="build/compare", show_default=True,
+              help="Root of the comparison's run directories.")
+@click.option("--doc", type=click.Path(path_type=Path), default="docs/quantizers.md", show_default=True,
+              help="Markdown report whose results block is rewritten (plots go next to it).")
+@click.option("--quant", "quantizers", multiple=True, help="Quantizers to compare (repeatable) [default: all seven].")
+@click.option("--model", default="sfc", show_default=True)
+@click.option("--dataset", default="fashion-mnist", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Runs trained in parallel processes.")
+@click.option("--timing", is_flag=True, help="Instead: measure the backward overhead (fourier vs ste, n=50 vs n=9).")
+@click.option("--report-only", is_flag=True, help="Instead: write DOC and plots from OUT/compare.json.")
+def compare(out_root, doc, quantizers, model, dataset, epochs, seeds, device, jobs, timing, report_only):
+    """Train every quantizer with several seeds on an equal budget; report to DOC."""
+    import json
+
+    from flow import compare as comparison
+
+    if timing:
+        comparison.timing(doc, device=device)
+    elif report_only:
+        if not (out_root / "compare.json").exists():
+            raise FlowError(f"{out_root / 'compare.json'}: no comparison there; run `flow compare` first")
+        comparison.write_report(json.loads((out_root / "compare.json").read_text()), doc)
+    else:
+        comparison.compare(out_root, doc, tuple(quantizers) or comparison.QUANTIZERS, model, dataset, epochs, seeds,
+                           device, jobs)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def emulate(run_dir, as_json):
+    """Run the built accelerator (RUN_DIR/hw) bit-exactly on the test set."""
+    import json
+
+    from flow.emulate import emulate as run_emulate
+
+    result = run_emulate(run_dir)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(
+        f"{result['images']} {result['dataset']} test images: accuracy {100 * result['accuracy']:.2f}%, "
+        f"emulator {result['images_per_s']:,.0f} images/s; hardware estimate {result['estimated_fps']:,.0f} FPS "
+        f"at {result['clock_mhz']:g} MHz (latency {result['estimated_latency_ns']:,.0f} ns); "
+        + ("bit-exact with FINN's HW-layer graph" if result["bit_exact"] else
+           f"NOT bit-exact with FINN's HW-layer graph (images {result['mismatched_images']})")
+    )
+    if not result["bit_exact"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
+@click.option("--images", "num_images", type=click.IntRange(min=1), default=None,
+              help="Test images to run [default: the whole test set].")
+def verify(run_dir, num_images):
+    """The ladder PyTorch -> QONNX -> streamlined -> HW layers -> emulator; exit 1 on any disagreement."""
+    from flow.verify import verify as run_verify
+
+    if not run_verify(run_dir, num_images)["agree"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--runs", "run_dirs", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Built run directory to benchmark (repeatable; TFC first: its targets are checked).")
+@click.option("--doc", type=click.Path(path_type=Path), default="docs/benchmarks.md", show_default=True)
+def bench(run_dirs, doc):
+    """Emulator vs QONNX executor, FINN HW-graph execution, Brevitas and a float32 GEMM chain."""
+    from flow.bench import bench as run_bench
+
+    run_bench(list(run_dirs), doc)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
+def hls(run_dir):
+    """RUN_DIR/dataflow_model.onnx -> RUN_DIR/hls/ (HLS C++ on hls_templates/, testbench, vendor tcl)."""
+    from flow.hls import hls as run_hls
+
+    click.echo(f"wrote {run_hls(run_dir)}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
+def csim(run_dir):
+    """C-simulate RUN_DIR/hls with g++ on the test set; exit 1 unless it equals the emulator bit for bit."""
+    from flow.csim import csim as run_csim
+
+    run_csim(run_dir)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
+@click.option("--dataset", default=None, help="Test set to package [default: the one the model was trained on].")
+def deploy(run_dir, dataset):
+    """RUN_DIR -> RUN_DIR/deploy/ + deploy.tar.gz: driver, check.py, emulator data, test set, manifest."""
+    from flow.deploy import deploy as run_deploy
+
+    manifest = run_deploy(run_dir, dataset)
+    click.echo(
+        f"wrote {run_dir / 'deploy'} and {run_dir / 'deploy.tar.gz'} ({len(manifest['files'])} files; "
+        f"QONNX accuracy {manifest['accuracy']:.2%} on {manifest['test_set']['count']} {manifest['test_set']['dataset']} "
+        f"test images); on the board: python3 check.py --backend pynq"
+    )
 
 
 def run() -> None:

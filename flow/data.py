@@ -21,7 +21,6 @@ Sources:
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import pickle
 import shutil
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from flow.errors import FlowError
+from flow.files import sha256_file
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -107,14 +107,6 @@ def data_dir() -> Path:
     return Path(os.environ.get("DATA_DIR", Path.home() / ".cache" / "bnn-flow"))
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch(remote: RemoteFile, target: Path, dataset: str) -> Path:
     """Return ``target`` after checking its sha256; download it first if missing.
 
@@ -134,7 +126,7 @@ def fetch(remote: RemoteFile, target: Path, dataset: str) -> Path:
                 f"dataset {dataset}: cannot download {remote.url} ({exc}); "
                 f"place {target.name} in {target.parent} (or set DATA_DIR) and retry"
             ) from None
-        actual = sha256_of(Path(tmp_name))
+        actual = sha256_file(Path(tmp_name))
         if actual != remote.sha256:
             Path(tmp_name).unlink()
             raise FlowError(
@@ -142,7 +134,7 @@ def fetch(remote: RemoteFile, target: Path, dataset: str) -> Path:
                 f"expected {remote.sha256}"
             )
         os.replace(tmp_name, target)
-    elif sha256_of(target) != remote.sha256:
+    elif sha256_file(target) != remote.sha256:
         raise FlowError(
             f"dataset {dataset}: {target} is corrupt (sha256 mismatch); delete it to download again"
         )

@@ -62,10 +62,10 @@ def export(checkpoint_path: Path, onnx_path: Path, check_images: int = 500) -> d
     model, checkpoint = load_trained_model(checkpoint_path)
     image_shape = tuple(checkpoint["image_shape"])
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=onnx_path.parent, prefix=onnx_path.name + ".", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    # The exporter may write a weights side file next to its output: work in
+    # a temporary directory and move only the final, self-contained model.
+    with tempfile.TemporaryDirectory(dir=onnx_path.parent, prefix=".export-") as work_dir:
+        tmp = Path(work_dir) / onnx_path.name
         export_qonnx_model(model, image_shape, tmp)
         dataset = datasets.load(checkpoint["config"]["dataset"])
         images = dataset.test_images[:check_images]
@@ -79,7 +79,5 @@ def export(checkpoint_path: Path, onnx_path: Path, check_images: int = 500) -> d
                 f"PyTorch {expected[mismatches[0]]}, QONNX {actual[mismatches[0]]})"
             )
         os.replace(tmp, onnx_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     print(f"exported {onnx_path}: QONNX == PyTorch on {len(images)} test images")
     return {"onnx": str(onnx_path), "checked_images": len(images)}

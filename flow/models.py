@@ -51,13 +51,14 @@ class BinaryMLP(nn.Module):
         num_classes: int = 10,
     ):
         super().__init__()
-        layers: list[nn.Module] = [QuantIdentity(act_quant=quant.act), nn.Dropout(DROPOUT)]
+        # features=: the activation width, for quantizers that need it (fourier+fit).
+        layers: list[nn.Module] = [QuantIdentity(act_quant=quant.act, features=in_features), nn.Dropout(DROPOUT)]
         width = in_features
         for out_features in hidden:
             layers += [
                 QuantLinear(width, out_features, bias=False, weight_quant=quant.weight),
                 nn.BatchNorm1d(out_features),
-                QuantIdentity(act_quant=quant.act),
+                QuantIdentity(act_quant=quant.act, features=out_features),
                 nn.Dropout(DROPOUT),
             ]
             width = out_features

@@ -54,10 +54,10 @@ def make_run(root: Path, model: str, epochs: int, **train_options: str) -> Path:
 @pytest.fixture(scope="session")
 def tfc_run(tmp_path_factory) -> Path:
     """TFC-W1A1 (STE) trained on mnist5k with the default recipe, exported and built."""
-    return make_run(tmp_path_factory.mktemp("runs"), "tfc", epochs=50)
+    return make_run(tmp_path_factory.mktemp("runs"), "tfc", epochs=50, quant="ste")
 
 
 @pytest.fixture(scope="session")
 def sfc_run(tmp_path_factory) -> Path:
     """SFC-W1A1 (STE), a short training on mnist5k, exported and built."""
-    return make_run(tmp_path_factory.mktemp("runs"), "sfc", epochs=5)
+    return make_run(tmp_path_factory.mktemp("runs"), "sfc", epochs=5, quant="ste")

@@ -3,7 +3,12 @@
 Each entry pairs a Brevitas weight quantizer and an activation quantizer
 (injector classes usable as ``weight_quant=`` / ``act_quant=`` on any
 ``brevitas.nn`` layer). All of them export to plain QONNX ``BipolarQuant``
-nodes, so export and build are the same whatever was used in training.
+nodes, so export and build are the same whatever was used in training
+(the clip quantizers' weight scale alpha > 0 rides on the BipolarQuant node and
+FINN absorbs it into thresholds).
+
+Activation quantizers that need the activation width (``fourier+fit``) get it
+as ``features=`` from the model (``QuantIdentity(act_quant=..., features=n)``).
 """
 
 from __future__ import annotations
@@ -11,6 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flow.errors import FlowError
+from flow.quant.approxsign import ApproxSignActQuant, ApproxSignWeightQuant
+from flow.quant.base import start_epoch, store_binarized_weights  # noqa: F401  (used by training)
+from flow.quant.clip import ClipWeightQuant, FourierClipWeightQuant
+from flow.quant.dsq import DsqActQuant, DsqWeightQuant
+from flow.quant.fit import FourierFitActQuant, FourierFitWeightQuant
+from flow.quant.fourier import FourierActQuant, FourierWeightQuant
 from flow.quant.ste import SteActQuant, SteWeightQuant
 
 
@@ -24,6 +35,22 @@ class BinaryQuantizers:
 QUANTIZERS: dict[str, BinaryQuantizers] = {
     "ste": BinaryQuantizers(
         SteWeightQuant, SteActQuant, "Brevitas' binary quantizers: sign forward, clipped straight-through backward"
+    ),
+    "approxsign": BinaryQuantizers(
+        ApproxSignWeightQuant, ApproxSignActQuant, "Bi-Real Net ApproxSign: gradient max(0, 2 - 2|x|)"
+    ),
+    "dsq": BinaryQuantizers(DsqWeightQuant, DsqActQuant, "DSQ tanh: gradient of s*tanh(k x), alpha = 0.2"),
+    "fourier": BinaryQuantizers(
+        FourierWeightQuant, FourierActQuant, "Fourier-series gradient (omega 0.1, |x| <= 1, n 9 -> 18)"
+    ),
+    "fourier+fit": BinaryQuantizers(
+        FourierFitWeightQuant, FourierFitActQuant, "Fourier-series gradient + learned error fit (alpha cosine 1 -> 0)"
+    ),
+    "clip": BinaryQuantizers(
+        ClipWeightQuant, SteActQuant, "learnable clip thresholds t1 < t2 for weights, alpha*sign; STE gradients"
+    ),
+    "fourier+clip": BinaryQuantizers(
+        FourierClipWeightQuant, FourierActQuant, "learnable clip thresholds for weights + Fourier-series gradient"
     ),
 }
 

@@ -1,0 +1,192 @@
+"""``make bench``: the emulator's speed next to every other way of running the network.
+
+Per run directory, on the whole test set of its dataset, in one process (the
+fast contenders in interleaved rounds, so the ratios hold on a shared, noisy
+machine whose load drifts):
+
+- emulator: ``Emulator.execute`` (input packing, the layers, output
+  unpacking), both exact routes (BLAS GEMM on +-1 matrices; XOR +
+  ``bitwise_count`` on packed words);
+- QONNX executor: ``qonnx.core.onnx_exec.execute_onnx`` on ``model.onnx``,
+  one image per call as a user would run it, and batched (``flow.graphs``);
+- FINN HW-layer graph: FINN's Python execution of ``step_convert_to_hw.onnx``,
+  batched;
+- Brevitas: the trained PyTorch model in eval mode, one batch;
+- GEMM chain: float32 ``x @ W`` then ``sign`` for random +-1 matrices of the
+  accelerator's layer shapes, arg-max at the end: the practical compute limit
+  of this CPU for this network.
+
+Every contender runs with one BLAS / torch thread (the emulator's default): on
+a machine shared by several jobs, extra threads only spin.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from flow.emulate import Emulator, blas_controller, run_dataset
+from flow.errors import FlowError
+
+console = Console()
+PER_IMAGE_SAMPLE = 100  # images run one by one through the QONNX executor
+ROUNDS = 10  # interleaved rounds for the fast contenders
+GEMM_TARGET = ("float32 GEMM chain", 0.5)
+TFC_TARGETS = [("QONNX executor (per image)", 1000), ("Brevitas eval (batched)", 5), GEMM_TARGET]
+
+
+def interleaved_best(functions: dict, rounds: int) -> dict[str, float]:
+    """Shortest time of each function over ``rounds`` rounds that run each once, in turn.
+
+    Interleaving gives every contender the same share of the machine's
+    changing load, so the ratios hold even when the absolute times drift.
+    """
+    for function in functions.values():
+        function()  # warm-up: first BLAS call, lazy imports, caches
+    best = dict.fromkeys(functions, float("inf"))
+    for _ in range(rounds):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def best_time(function, repeats: int) -> float:
+    """Shortest of ``repeats`` wall-clock runs: the least disturbed by other jobs."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def gemm_chain(emulator: Emulator, images: np.ndarray):
+    """float32 GEMM + sign over random +-1 matrices of the accelerator's MVAU shapes."""
+    rng = np.random.default_rng(0)
+    shapes = [(layer.spec["MW"], layer.spec["MH"]) for layer in emulator.layers if layer.kind == "mvau"]
+    weights = [rng.choice(np.float32([-1, 1]), size=shape) for shape in shapes]
+    flat = images.reshape(len(images), -1)
+
+    def run():
+        x = flat.astype(np.float32) - 127.5
+        for w in weights[:-1]:
+            x = np.sign(x @ w)
+        return (x @ weights[-1]).argmax(axis=1)
+
+    return run
+
+
+def bench_run(run_dir: Path) -> dict:
+    import torch
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from flow import data as datasets
+    from flow.export import load_trained_model
+    from flow.graphs import execute_batched
+
+    if not (run_dir / "hw" / "manifest.json").exists():
+        raise FlowError(f"{run_dir}: no hw/ artifacts; run `make build OUT={run_dir}`")
+    images = datasets.load(run_dataset(run_dir)).test_images
+    n = len(images)
+    rates = {}
+
+    emulator = Emulator(run_dir / "hw", batch_size=n)
+    packed = Emulator(run_dir / "hw", batch_size=n, route="packed")
+    chain = gemm_chain(emulator, images)
+    torch.set_num_threads(1)
+    model, _ = load_trained_model(run_dir / "checkpoint.pt")
+    pixels = torch.from_numpy(images).float()
+
+    def single_thread_chain():
+        with blas_controller().limit(limits=1, user_api="blas"):
+            chain()
+
+    def brevitas_eval():
+        with torch.no_grad():
+            model(pixels)
+
+    fast = {
+        "emulator": lambda: emulator.execute(images),
+        "emulator (packed route)": lambda: packed.execute(images),
+        "float32 GEMM chain": single_thread_chain,
+        "Brevitas eval (batched)": brevitas_eval,
+    }
+    rates.update({name: n / seconds for name, seconds in interleaved_best(fast, ROUNDS).items()})
+
+    with blas_controller().limit(limits=1, user_api="blas"):
+        qonnx_model = ModelWrapper(str(run_dir / "model.onnx"))
+        in_name = qonnx_model.graph.input[0].name
+        sample = images[:PER_IMAGE_SAMPLE].astype(np.float32)
+        per_image = best_time(lambda: [execute_onnx(qonnx_model, {in_name: image[None]}) for image in sample], 1)
+        rates["QONNX executor (per image)"] = len(sample) / per_image
+        rates["QONNX executor (batched)"] = n / best_time(lambda: execute_batched(qonnx_model, images, batch=n), 2)
+        hw_graph = ModelWrapper(str(run_dir / "intermediate_models" / "step_convert_to_hw.onnx"))
+        rates["FINN HW-layer graph (batched)"] = n / best_time(lambda: execute_batched(hw_graph, images, batch=n), 2)
+    return {
+        "run": str(run_dir),
+        "network": " -> ".join(f"{layer.spec['MW']}x{layer.spec['MH']}" for layer in emulator.layers if layer.kind == "mvau"),
+        "images": n,
+        "images_per_s": rates,
+        "estimated_fps": emulator.cycles["estimated_fps"],
+    }
+
+
+def bench(run_dirs: list[Path], doc: Path) -> list[dict]:
+    results = []
+    for run_dir in run_dirs:
+        console.print(f"[bold]benchmarking {run_dir}[/]")
+        results.append(bench_run(Path(run_dir)))
+    text = render(results, run_dirs)
+    console.print(text)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    tmp = doc.with_name(doc.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, doc)
+    return results
+
+
+def render(results: list[dict], run_dirs: list[Path]) -> str:
+    contenders = list(results[0]["images_per_s"])
+    runs = " ".join(f"--runs {d}" for d in run_dirs)
+    lines = [
+        "# Emulator benchmark",
+        "",
+        "Images per second on the whole test set (1000 mnist5k images), all in one process: the "
+        f"emulator, its packed route, the GEMM chain and Brevitas timed in {ROUNDS} interleaved rounds "
+        "(best round each), the graph executors right after (best of 1-2 runs); one BLAS/torch "
+        "thread each. The emulator's figure includes input packing and output unpacking "
+        "(FINN's `finn.util.data_packing`, as the board driver does).",
+        "",
+        f"Produced by `make bench` (`python -m flow bench {runs}`) on "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other jobs "
+        f"(load average {os.getloadavg()[0]:.1f} at the end).",
+        "",
+        "| contender | " + " | ".join(Path(r["run"]).name + f" ({r['network']})" for r in results) + " |",
+        "|---" * (len(results) + 1) + "|",
+    ]
+    for name in contenders:
+        lines.append(f"| {name} | " + " | ".join(f"{r['images_per_s'][name]:,.0f}" for r in results) + " |")
+    lines.append("| hardware estimate (FPS at the board clock) | " + " | ".join(f"{r['estimated_fps']:,.0f}" for r in results) + " |")
+    lines += ["", "Emulator speed-up (emulator images/s divided by the contender's):", ""]
+    lines.append("| ratio | " + " | ".join(Path(r["run"]).name for r in results) + " |")
+    lines.append("|---" * (len(results) + 1) + "|")
+    for name in contenders[1:]:
+        lines.append(
+            f"| emulator / {name} | "
+            + " | ".join(f"{r['images_per_s']['emulator'] / r['images_per_s'][name]:,.2f}x" for r in results)
+            + " |"
+        )
+    lines += ["", "Targets (issue 4): TFC (the first run, as `make bench` orders them) against all three, every other run against the GEMM chain:", ""]
+    for result, (contender, target) in [(results[0], t) for t in TFC_TARGETS] + [(r, GEMM_TARGET) for r in results[1:]]:
+        ratio = result["images_per_s"]["emulator"] / result["images_per_s"][contender]
+        verdict = "met" if ratio >= target else "**NOT met**"
+        lines.append(f"- {Path(result['run']).name}: emulator / {contender} = {ratio:,.2f}x, target >= {target:g}x: {verdict}")
+    return "\n".join(lines) + "\n"

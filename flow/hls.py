@@ -1,0 +1,556 @@
+"""HLS code generation: the folded dataflow model -> synthesizable C++ on our own kernels.
+
+From ``RUN_DIR/dataflow_model.onnx`` (a chain of HW layers) this writes
+``RUN_DIR/hls/``:
+
+- ``params/<layer>.h``: each layer's weight memory (``PE x WMEM`` words of
+  ``SIMD`` packed weights, FINN's ``get_hw_compatible_weight_tensor`` layout,
+  lane 0 in the lowest bits) and threshold memory (``PE x TMEM x steps``,
+  ``get_hw_compatible_threshold_tensor``);
+- ``<top>.cpp`` / ``<top>.h``: the network top, ``#pragma HLS DATAFLOW``,
+  one AXI4-Stream in (the packed input bytes, as the DMA reads them) and one
+  out (the packed output bytes, TLAST on the last word), the image count on
+  AXI-Lite; stream width converters between layers of different folding;
+- ``tb.cpp``: the C testbench: packed input vectors from a file -> packed
+  outputs to a file;
+- ``vitis_hls.tcl`` (IP for the board's part and clock) and ``vivado.tcl``
+  (the PYNQ block design: Zynq PS, AXI DMA in/out, the accelerator, fabric
+  clock from the board, writing ``bitfile/<top>.bit`` + ``.hwh``);
+- ``hls.json``: what was generated (top, stream widths, bytes per image).
+
+The kernels are the headers in ``hls_templates/``. The arithmetic follows the
+FINN hardware the emulator models (``flow.artifacts``): an MVAU accumulates
+into the threshold type when thresholds follow, else into its output type.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from flow.boards import Board
+from flow.errors import FlowError
+from flow.artifacts import mvau_datatypes
+from flow.files import staged_dir
+
+console = Console()
+
+HLS_TEMPLATES = Path(__file__).resolve().parent.parent / "hls_templates"
+# The AXI DMA's stream widths: powers of two bytes up to the board's DMA width.
+DMA_STREAM_BYTES = (1, 2, 4, 8, 16, 32, 64, 128)
+# Images per call of the top in the C testbench (bounds the C-sim stream memory).
+TESTBENCH_BATCH = 256
+
+
+@dataclass
+class Stage:
+    """One dataflow process of the top: a kernel call between two internal streams."""
+
+    call: str  # C++ statement; {src} / {dst} are the stream names
+    out_bits: int  # width of the stream it writes
+    header: str = ""  # params/<name>.h contents, if the stage has parameters
+    name: str = ""
+
+
+@dataclass
+class Stream:
+    """Word width and per-image word count of a stream between stages."""
+
+    bits: int
+    words_per_image: int
+
+
+@dataclass
+class Network:
+    top: str
+    stages: list[Stage] = field(default_factory=list)
+    in_axis_bits: int = 0
+    out_axis_bits: int = 0
+    in_bytes: int = 0  # packed bytes per image into the accelerator
+    out_bytes: int = 0
+    in_axis_words: int = 0
+    out_axis_words: int = 0
+    io_shape_dict: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def c_identifier(name: str) -> str:
+    ident = re.sub(r"\W", "_", name)
+    return ident if re.match(r"[A-Za-z_]", ident) else "n_" + ident
+
+
+def hls_type(dtype) -> str:
+    """The ap_(u)int of a FINN data type; bipolar values travel as bits (1 = +1), as in FINN."""
+    from qonnx.core.datatype import DataType
+
+    if dtype in (DataType["BIPOLAR"], DataType["BINARY"]):
+        return "ap_uint<1>"
+    if not dtype.is_integer():
+        raise FlowError(f"data type {dtype.name} is not an integer type: the HLS kernels compute on integers")
+    return f"ap_{'' if dtype.signed() else 'u'}int<{dtype.bitwidth()}>"
+
+
+def dtype_bits(dtype) -> int:
+    from qonnx.core.datatype import DataType
+
+    return 1 if dtype == DataType["BIPOLAR"] else dtype.bitwidth()
+
+
+def packed_words(hw_tensor: np.ndarray, dtype, word_bits: int) -> list[str]:
+    """C literals of ``... x SIMD`` memory words packed with FINN's own packer (lane 0 lowest)."""
+    from finn.util.data_packing import pack_innermost_dim_as_hex_string
+
+    # FINN packs the first element into the most significant bits: reverse the lanes
+    hex_bits = (word_bits + 3) // 4 * 4  # whole hex digits, zero-padded above the word
+    hexes = pack_innermost_dim_as_hex_string(np.flip(hw_tensor, axis=-1), dtype, hex_bits, prefix="")
+    flat = [str(h) for h in np.asarray(hexes).reshape(-1)]
+    if word_bits <= 64:
+        return [f"0x{h}ULL" for h in flat]
+    return [f'ap_uint<{word_bits}>("{h}", 16)' for h in flat]
+
+
+def c_array(values: list[str], shape: tuple[int, ...], indent: str = "    ") -> str:
+    """A nested C initializer ``{{...},{...}}`` of ``values`` in row-major ``shape``."""
+    if len(shape) == 1:
+        return "{" + ", ".join(values) + "}"
+    step = len(values) // shape[0]
+    inner = [c_array(values[i * step : (i + 1) * step], shape[1:], indent) for i in range(shape[0])]
+    return "{\n" + ",\n".join(indent + s for s in inner) + "}"
+
+
+def integer_thresholds(thresholds: np.ndarray, layer: str) -> np.ndarray:
+    if not np.all(thresholds == np.round(thresholds)):
+        raise FlowError(f"layer '{layer}': thresholds are not integers (run RoundAndClipThresholds first)")
+    return thresholds.astype(np.int64)
+
+
+def threshold_header(name: str, hw_thresholds: np.ndarray, tdt, odt, act_val: int) -> str:
+    """The declaration of a ``bnn::Thresholds`` memory from a 1 x PE x TMEM x steps tensor."""
+    _, pe, tmem, steps = hw_thresholds.shape
+    values = [str(int(v)) for v in integer_thresholds(hw_thresholds, name).reshape(-1)]
+    ctype = f"bnn::Thresholds<{tmem}, {pe}, {steps}, {hls_type(tdt)}, {hls_type(odt)}, {act_val}>"
+    return f"static const {ctype} {name}_thresholds = {{{c_array(values, (pe, tmem, steps))}}};\n"
+
+
+def threshold_datatype(model, tensor: str, thresholds: np.ndarray):
+    """The thresholds' FINN type: the annotated integer type, else the smallest that holds them."""
+    from qonnx.core.datatype import DataType
+
+    tdt = model.get_tensor_datatype(tensor)
+    if tdt.is_integer() and tdt.allowed(thresholds.min()) and tdt.allowed(thresholds.max()):
+        return tdt
+    lo, hi = int(thresholds.min()), int(thresholds.max())
+    return DataType.get_smallest_possible(lo if -lo > hi else (-hi - 1 if lo < 0 else hi))
+
+
+def header_file(name: str, body: str) -> str:
+    guard = f"PARAMS_{name.upper()}_H"
+    return (
+        f"// Parameters of layer {name} (generated by flow.hls from the folded dataflow model).\n"
+        f"#ifndef {guard}\n#define {guard}\n\n#include <ap_int.h>\n#include \"activation.h\"\n\n"
+        f"{body}\n#endif\n"
+    )
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def mvau_stage(model, node, inst, images: str) -> Stage:
+    """An MVAU -> bnn::mvtu."""
+    from qonnx.core.datatype import DataType
+
+    name = c_identifier(node.name)
+    mw, mh = inst.get_nodeattr("MW"), inst.get_nodeattr("MH")
+    simd, pe = inst.get_nodeattr("SIMD"), inst.get_nodeattr("PE")
+    idt, wdt, odt = inst.get_input_datatype(0), inst.get_input_datatype(1), inst.get_output_datatype()
+    weights = model.get_initializer(node.input[1])
+    if weights is None:
+        raise FlowError(f"layer '{node.name}': weights are not embedded (mem_mode external is not supported)")
+    xnor, stored_wdt, accumulator, tdt = mvau_datatypes(model, node, inst)
+    if xnor:
+        mode = "bnn::XnorPopcount"
+    elif wdt == DataType["BIPOLAR"]:
+        mode = f"bnn::BipolarWeights<{hls_type(idt)}>"
+    elif idt in (DataType["BIPOLAR"], DataType["BINARY"]):
+        raise FlowError(f"layer '{node.name}': binary inputs with {wdt.name} weights are not supported (as in FINN)")
+    else:
+        mode = f"bnn::IntegerWeights<{hls_type(idt)}, {hls_type(wdt)}>"
+    wmem = inst.calc_wmem()
+    hw_weights = inst.get_hw_compatible_weight_tensor(weights)[0]  # PE x WMEM x SIMD, lanes reversed
+    words = packed_words(np.flip(hw_weights, axis=-1), stored_wdt, simd * dtype_bits(stored_wdt))
+    body = (
+        f"static const ap_uint<{simd * dtype_bits(stored_wdt)}> {name}_weights[{pe}][{wmem}] = "
+        f"{c_array(words, (pe, wmem))};\n"
+    )
+    if tdt is None:
+        activation = f"bnn::PassThrough<{hls_type(odt)}>()"
+    else:
+        thresholds = model.get_initializer(node.input[2])
+        body += threshold_header(
+            name, inst.get_hw_compatible_threshold_tensor(thresholds), tdt, odt, inst.get_nodeattr("ActVal")
+        )
+        activation = f"{name}_thresholds"
+    vectors = int(np.prod(inst.get_nodeattr("numInputVectors")[1:]))
+    call = (
+        f"bnn::mvtu<{mw}, {mh}, {simd}, {pe}, {mode}, {hls_type(accumulator)}, {hls_type(odt)}, {vectors}>"
+        f"({{src}}, {{dst}}, {name}_weights, {activation}, {images});"
+    )
+    return Stage(call, pe * dtype_bits(odt), header_file(name, body), name)
+
+
+def thresholding_stage(model, node, inst, images: str) -> Stage:
+    name = c_identifier(node.name)
+    channels, pe = inst.get_nodeattr("NumChannels"), inst.get_nodeattr("PE")
+    idt, odt = inst.get_input_datatype(0), inst.get_output_datatype()
+    thresholds = model.get_initializer(node.input[1])
+    if node.op_type.endswith("_rtl") and not np.all(np.diff(thresholds, axis=-1) >= 0):
+        raise FlowError(f"layer '{node.name}': thresholds are not sorted; the RTL binary search needs them sorted")
+    tdt = threshold_datatype(model, node.input[1], thresholds)
+    decl = threshold_header(
+        name, inst.get_hw_compatible_threshold_tensor(thresholds), tdt, odt, inst.get_nodeattr("ActVal")
+    )
+    pixels = int(np.prod(inst.get_nodeattr("numInputVectors")[1:]))
+    call = (
+        f"bnn::thresholding<{channels}, {pe}, {hls_type(idt)}, {hls_type(odt)}, {pixels}>"
+        f"({{src}}, {{dst}}, {name}_thresholds, {images});"
+    )
+    return Stage(call, pe * dtype_bits(odt), header_file(name, decl), name)
+
+
+def label_select_stage(model, node, inst, images: str) -> Stage:
+    labels, pe, k = inst.get_nodeattr("Labels"), inst.get_nodeattr("PE"), inst.get_nodeattr("K")
+    idt, odt = inst.get_input_datatype(0), inst.get_output_datatype()
+    vectors = int(np.prod(inst.get_nodeattr("numInputVectors")[1:]))
+    call = (
+        f"bnn::label_select<{labels}, {pe}, {k}, {hls_type(idt)}, {hls_type(odt)}, {vectors}>"
+        f"({{src}}, {{dst}}, {images});"
+    )
+    return Stage(call, dtype_bits(odt), name=c_identifier(node.name))
+
+
+def layer_stage(model, node, images: str) -> Stage:
+    from qonnx.custom_op.registry import getCustomOp
+
+    inst = getCustomOp(node)
+    if node.op_type.startswith("MVAU"):
+        return mvau_stage(model, node, inst, images)
+    if node.op_type.startswith("Thresholding"):
+        return thresholding_stage(model, node, inst, images)
+    if node.op_type.startswith("LabelSelect"):
+        return label_select_stage(model, node, inst, images)
+    raise FlowError(
+        f"layer '{node.name}' ({node.op_type}) has no HLS kernel in hls_templates/; "
+        "supported: MVAU, Thresholding, LabelSelect"
+    )
+
+
+def converter_stages(src: Stream, dst_bits: int, images: str) -> tuple[list[Stage], Stream]:
+    """Re-cut ``src`` into ``dst_bits``-bit words (bnn::dwc) when the widths differ."""
+    if src.bits == dst_bits:
+        return [], src
+    total = src.bits * src.words_per_image
+    if total % dst_bits:
+        raise FlowError(f"cannot convert {src.bits}-bit words into {dst_bits}-bit words: {total} bits per image")
+    call = f"bnn::dwc<{src.bits}, {dst_bits}, {src.words_per_image}>({{src}}, {{dst}}, {images});"
+    return [Stage(call, dst_bits)], Stream(dst_bits, total // dst_bits)
+
+
+def axis_bytes(image_bytes: int, max_bytes: int) -> int:
+    """The widest DMA stream (power-of-two bytes, at most the DMA width) that divides an image."""
+    return max(b for b in DMA_STREAM_BYTES if b <= max_bytes and image_bytes % b == 0)
+
+
+def pad8(bits: int) -> int:
+    return (bits + 7) // 8 * 8
+
+
+# --------------------------------------------------------------------------- network
+
+
+def build_network(model, top: str, dma_width_bits: int) -> Network:
+    """The dataflow processes of the top, from AXI stream in to AXI stream out."""
+    from flow.artifacts import io_shape_dict
+    from qonnx.custom_op.registry import getCustomOp
+
+    nodes = list(model.graph.node)
+    if not nodes:
+        raise FlowError("the dataflow model has no layers")
+    previous = model.graph.input[0].name
+    for node in nodes:
+        if node.input[0] != previous:
+            raise FlowError(f"layer '{node.name}' does not read the previous layer's output: only layer chains are supported")
+        previous = node.output[0]
+    first, last = getCustomOp(nodes[0]), getCustomOp(nodes[-1])
+    net = Network(top, io_shape_dict=io_shape_dict(model, first, last))
+    images = "num_images"
+
+    # input: DMA words -> the first layer's byte-padded words -> its unpadded words
+    in_width = first.get_instream_width(0)
+    in_words = int(np.prod(first.get_folded_input_shape()[1:-1]))
+    net.in_bytes = pad8(in_width) // 8 * in_words
+    net.in_axis_bits = 8 * axis_bytes(net.in_bytes, dma_width_bits // 8)
+    net.in_axis_words = net.in_bytes * 8 // net.in_axis_bits
+    stream = Stream(net.in_axis_bits, net.in_axis_words)
+    stages, stream = converter_stages(stream, pad8(in_width), images)
+    if pad8(in_width) != in_width:
+        stages.append(Stage(f"bnn::repad<{pad8(in_width)}, {in_width}, {in_words}>({{src}}, {{dst}}, {images});", in_width))
+    stream = Stream(in_width, in_words)
+    for node in nodes:
+        inst = getCustomOp(node)
+        converters, stream = converter_stages(stream, inst.get_instream_width(0), images)
+        stages += converters
+        stage = layer_stage(model, node, images)
+        stages.append(stage)
+        stream = Stream(stage.out_bits, int(np.prod(inst.get_folded_output_shape()[1:-1])))
+
+    # output: the last layer's words, byte-padded, re-cut into DMA words
+    net.out_bytes = pad8(stream.bits) // 8 * stream.words_per_image
+    if pad8(stream.bits) != stream.bits:
+        stages.append(Stage(f"bnn::repad<{stream.bits}, {pad8(stream.bits)}, {stream.words_per_image}>({{src}}, {{dst}}, {images});", pad8(stream.bits)))
+        stream = Stream(pad8(stream.bits), stream.words_per_image)
+    net.out_axis_bits = 8 * axis_bytes(net.out_bytes, dma_width_bits // 8)
+    net.out_axis_words = net.out_bytes * 8 // net.out_axis_bits
+    converters, stream = converter_stages(stream, net.out_axis_bits, images)
+    net.stages = stages + converters
+    return net
+
+
+def top_source(net: Network) -> tuple[str, str]:
+    """(<top>.h, <top>.cpp) of the network top."""
+    signature = (
+        f"void {net.top}(hls::stream<ap_axiu<{net.in_axis_bits}, 0, 0, 0> > &in, "
+        f"hls::stream<ap_axiu<{net.out_axis_bits}, 0, 0, 0> > &out, unsigned num_images)"
+    )
+    guard = f"{net.top.upper()}_H"
+    header = (
+        f"// Network top (generated by flow.hls).\n#ifndef {guard}\n#define {guard}\n\n"
+        f'#include "bnn_common.h"\n\n'
+        f"// Bytes per image on the input / output DMA stream (FINN's packed I/O layout).\n"
+        f"#define {net.top.upper()}_IN_BYTES {net.in_bytes}\n#define {net.top.upper()}_OUT_BYTES {net.out_bytes}\n"
+        f"#define {net.top.upper()}_IN_BITS {net.in_axis_bits}\n#define {net.top.upper()}_OUT_BITS {net.out_axis_bits}\n\n"
+        f"{signature};\n\n#endif\n"
+    )
+    includes = ['"mvtu.h"', '"thresholding.h"', '"label_select.h"', '"dwc.h"', f'"{net.top}.h"']
+    includes += [f'"params/{s.name}.h"' for s in net.stages if s.header]
+    lines = [f"// Network top (generated by flow.hls from the folded dataflow model)."]
+    lines += [f"#include {i}" for i in includes]
+    lines += [
+        "",
+        f"{signature} {{",
+        "#pragma HLS INTERFACE axis port = in",
+        "#pragma HLS INTERFACE axis port = out",
+        "#pragma HLS INTERFACE s_axilite port = num_images bundle = control",
+        "#pragma HLS INTERFACE s_axilite port = return bundle = control",
+        "#pragma HLS DATAFLOW",
+    ]
+    streams = [f"stream_in", *[f"stream_{i}" for i in range(len(net.stages))]]
+    lines.append(f"    hls::stream<ap_uint<{net.in_axis_bits}> > stream_in(\"stream_in\");")
+    lines.append(f"    bnn::axis_to_stream<{net.in_axis_bits}, {net.in_axis_words}>(in, stream_in, num_images);")
+    for i, stage in enumerate(net.stages):
+        lines.append(f"    hls::stream<ap_uint<{stage.out_bits}> > {streams[i + 1]}(\"{streams[i + 1]}\");")
+        lines.append("    " + stage.call.format(src=streams[i], dst=streams[i + 1]))
+    lines.append(f"    bnn::stream_to_axis<{net.out_axis_bits}, {net.out_axis_words}>({streams[-1]}, out, num_images);")
+    lines.append("}")
+    return header, "\n".join(lines) + "\n"
+
+
+def c_testbench(tops: list[Network]) -> str:
+    """A C testbench running packed input files through one of ``tops``: ``tb TOP IN OUT``."""
+    lines = ["// C testbench (generated by flow.hls): tb TOP INPUT.bin OUTPUT.bin", '#include "testbench.h"']
+    lines += [f'#include "{net.top}.h"' for net in tops]
+    lines += ["", "int main(int argc, char **argv) {", "    if (argc != 4) {", '        std::cerr << "usage: tb TOP INPUT.bin OUTPUT.bin" << std::endl;', "        return 2;", "    }", "    const std::string top = argv[1];"]
+    for net in tops:
+        lines.append(
+            f'    if (top == "{net.top}") return bnn::run_packed_file<{net.in_axis_bits}, {net.out_axis_bits}>('
+            f"{net.top}, argv[2], argv[3], {net.in_bytes}, {net.out_bytes}, {TESTBENCH_BATCH});"
+        )
+    lines += ['    std::cerr << "unknown top " << top << std::endl;', "    return 2;", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def network_files(model, top: str, dma_width_bits: int) -> tuple[Network, dict[str, str]]:
+    """The generated sources of one network: relative path -> text."""
+    net = build_network(model, top, dma_width_bits)
+    header, source = top_source(net)
+    files = {f"{top}.h": header, f"{top}.cpp": source}
+    files.update({f"params/{s.name}.h": s.header for s in net.stages if s.header})
+    return net, files
+
+
+def write_files(files: dict[str, str], out_dir: Path) -> None:
+    """Write ``files`` into a fresh ``out_dir`` atomically (a failure leaves the old one)."""
+    with staged_dir(out_dir) as staging:
+        for rel, text in files.items():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).write_text(text)
+
+
+def top_name(run_dir: Path) -> str:
+    return c_identifier(Path(run_dir).resolve().name.lower())
+
+
+# --------------------------------------------------------------------------- vendor tcl
+
+
+def vitis_hls_tcl(net: Network, board: Board) -> str:
+    """Vitis HLS: synthesize and export the top as an IP for the board's part and clock."""
+    return f"""# Vitis HLS: {net.top} for {board.name} ({board.part}, {board.clock_mhz:g} MHz). Generated by flow.hls.
+# Run from RUN_DIR/hls:  vitis_hls -f vitis_hls.tcl
+set templates [file normalize {HLS_TEMPLATES}]
+open_project -reset {net.top}_prj
+set_top {net.top}
+add_files {net.top}.cpp -cflags "-std=c++14 -I$templates -I."
+add_files -tb tb.cpp -cflags "-std=c++14 -I$templates -I."
+open_solution -reset solution -flow_target vivado
+set_part {{{board.part}}}
+create_clock -period {board.clock_period_ns:g} -name default
+csynth_design
+export_design -format ip_catalog -vendor bnn-flow -library hls -ipname {net.top}
+exit
+"""
+
+
+def vivado_tcl(net: Network, board: Board) -> str:
+    """Vivado: the PYNQ block design (Zynq PS, AXI DMA in/out, the accelerator) -> bitfile/<top>.bit + .hwh."""
+    return f"""# Vivado: block design for {board.name} ({board.part}): Zynq PS, AXI DMA, {net.top}. Generated by flow.hls.
+# Run from RUN_DIR/hls after vitis_hls.tcl:  vivado -mode batch -source vivado.tcl
+set top {net.top}
+set ip_repo [file normalize {net.top}_prj/solution/impl/ip]
+create_project -force ${{top}}_bd vivado_prj -part {board.part}
+set_property ip_repo_paths $ip_repo [current_project]
+update_ip_catalog
+create_bd_design ${{top}}_bd
+
+# Zynq processing system: DDR and fixed IO, one general-purpose master (control),
+# one high-performance slave (DMA to DDR), fabric clock FCLK_CLK0 = {board.clock_mhz:g} MHz
+set ps [create_bd_cell -type ip -vlnv xilinx.com:ip:processing_system7 ps7]
+apply_bd_automation -rule xilinx.com:bd_rule:processing_system7 -config {{make_external "FIXED_IO, DDR" apply_board_preset "0"}} $ps
+set_property -dict [list CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ {{{board.clock_mhz:g}}} CONFIG.PCW_USE_S_AXI_HP0 {{1}} CONFIG.PCW_USE_M_AXI_GP0 {{1}}] $ps
+
+# AXI DMA: MM2S feeds the accelerator's input stream, S2MM takes its output stream
+set dma [create_bd_cell -type ip -vlnv xilinx.com:ip:axi_dma axi_dma]
+set_property -dict [list CONFIG.c_include_sg {{0}} CONFIG.c_sg_length_width {{26}} \\
+    CONFIG.c_m_axi_mm2s_data_width {{{board.dma_width_bits}}} CONFIG.c_m_axis_mm2s_tdata_width {{{net.in_axis_bits}}} \\
+    CONFIG.c_m_axi_s2mm_data_width {{{board.dma_width_bits}}} CONFIG.c_s_axis_s2mm_tdata_width {{{net.out_axis_bits}}} \\
+    CONFIG.c_mm2s_burst_size {{16}} CONFIG.c_s2mm_burst_size {{16}}] $dma
+
+# the accelerator
+set accel [create_bd_cell -type ip -vlnv bnn-flow:hls:$top:1.0 $top]
+connect_bd_intf_net [get_bd_intf_pins axi_dma/M_AXIS_MM2S] [get_bd_intf_pins $top/in_r]
+connect_bd_intf_net [get_bd_intf_pins $top/out_r] [get_bd_intf_pins axi_dma/S_AXIS_S2MM]
+
+# control (AXI-Lite) from the PS, data (AXI4) to DDR through HP0, all on FCLK_CLK0
+apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config {{Master "/ps7/M_AXI_GP0" Clk "/ps7/FCLK_CLK0"}} [get_bd_intf_pins axi_dma/S_AXI_LITE]
+apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config {{Master "/ps7/M_AXI_GP0" Clk "/ps7/FCLK_CLK0"}} [get_bd_intf_pins $top/s_axi_control]
+apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config {{Slave "/ps7/S_AXI_HP0" Clk "/ps7/FCLK_CLK0"}} [get_bd_intf_pins axi_dma/M_AXI_MM2S]
+apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config {{Slave "/ps7/S_AXI_HP0" Clk "/ps7/FCLK_CLK0"}} [get_bd_intf_pins axi_dma/M_AXI_S2MM]
+apply_bd_automation -rule xilinx.com:bd_rule:clkrst -config {{Clk "/ps7/FCLK_CLK0"}} [get_bd_pins $top/ap_clk]
+validate_bd_design
+save_bd_design
+
+add_files -norecurse [make_wrapper -files [get_files ${{top}}_bd.bd] -top]
+set_property top ${{top}}_bd_wrapper [current_fileset]
+launch_runs impl_1 -to_step write_bitstream -jobs 4
+wait_on_run impl_1
+if {{[get_property PROGRESS [get_runs impl_1]] != "100%"}} {{ error "implementation of $top failed" }}
+
+# the PYNQ overlay: bitfile + hardware handoff, named after the top
+file mkdir ../bitfile
+file copy -force [glob vivado_prj/${{top}}_bd.runs/impl_1/*.bit] ../bitfile/$top.bit
+# (the handoff file is under <project>.gen since Vivado 2020.2, under <project>.srcs before)
+file copy -force [lindex [glob vivado_prj/*/sources_1/bd/${{top}}_bd/hw_handoff/*.hwh] 0] ../bitfile/$top.hwh
+exit
+"""
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def generate(model, out_dir: Path, top: str, board: Board) -> Network:
+    """Write the HLS sources, testbench and vendor tcl of ``model`` into ``out_dir``."""
+    net, files = network_files(model, top, board.dma_width_bits)
+    files["tb.cpp"] = c_testbench([net])
+    files["vitis_hls.tcl"] = vitis_hls_tcl(net, board)
+    files["vivado.tcl"] = vivado_tcl(net, board)
+    files["hls.json"] = json.dumps(
+        {
+            "top": net.top,
+            "board": board.name,
+            "part": board.part,
+            "clock_mhz": board.clock_mhz,
+            "in_axis_bits": net.in_axis_bits,
+            "out_axis_bits": net.out_axis_bits,
+            "in_bytes_per_image": net.in_bytes,
+            "out_bytes_per_image": net.out_bytes,
+            "io_shape_dict": net.io_shape_dict,
+            "layers": [s.name for s in net.stages if s.name],
+        },
+        indent=2,
+    )
+    write_files(files, Path(out_dir))
+    return net
+
+
+def run_board(run_dir: Path) -> Board:
+    """The board a run directory was built for (build.json), pynq-z2 if unknown."""
+    from flow.boards import load_board
+
+    marker = Path(run_dir) / "build.json"
+    name = json.loads(marker.read_text()).get("board", "pynq-z2") if marker.exists() else "pynq-z2"
+    return load_board(name)
+
+
+def hls(run_dir: Path, board: Board | None = None) -> Path:
+    """RUN_DIR/dataflow_model.onnx -> RUN_DIR/hls/; returns that directory."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    run_dir = Path(run_dir)
+    model_path = run_dir / "dataflow_model.onnx"
+    if not model_path.exists():
+        raise FlowError(f"{model_path} not found: run `python -m flow build` first")
+    generate(ModelWrapper(str(model_path)), run_dir / "hls", top_name(run_dir), board or run_board(run_dir))
+    return run_dir / "hls"
+
+
+def run_vendor_tools(hls_dir: Path) -> None:
+    """vitis_hls then vivado on the generated tcl, when they are on PATH; else say why not."""
+    for tool, script in (("vitis_hls", "vitis_hls.tcl"), ("vivado", "vivado.tcl")):
+        if shutil.which(tool) is None:
+            console.print(f"[yellow]skipped[/] {tool} {hls_dir / script}: {tool} is not on PATH")
+            continue
+        args = [tool, "-f", script] if tool == "vitis_hls" else [tool, "-mode", "batch", "-source", script]
+        result = subprocess.run(args, cwd=hls_dir)
+        if result.returncode != 0:
+            raise FlowError(f"{tool} failed on {hls_dir / script} (exit {result.returncode}); see {hls_dir}/{tool}.log")
+
+
+def step_generate_hls(model, cfg):
+    """Build step: our HLS sources into RUN_DIR/hls; vendor synthesis of them when the tools exist.
+
+    With ``HLS_BACKEND=finn`` FINN's own route (step_vendor_synthesis) makes the
+    bitfile instead, and only the sources are generated here.
+    """
+    hls_dir = cfg.output_dir / "hls"
+    generate(model, hls_dir, top_name(cfg.output_dir), cfg.board)
+    if hls_backend() == "finn":
+        console.print("[yellow]skipped[/] vendor synthesis of hls/: HLS_BACKEND=finn builds FINN's own IP instead")
+    else:
+        run_vendor_tools(hls_dir)
+    return model
+
+
+def hls_backend() -> str:
+    backend = os.environ.get("HLS_BACKEND", "bnn") or "bnn"
+    if backend not in ("bnn", "finn"):
+        raise FlowError(f"HLS_BACKEND={backend} is unknown: use bnn (our hls_templates) or finn (FINN's finn-hlslib route)")
+    return backend
