@@ -12,7 +12,7 @@ import torch
 
 from tests.conftest import REPO
 
-EPOCHS = 15
+EPOCHS = 30
 
 
 def make_train(out, **popen):
@@ -28,34 +28,45 @@ def make_train(out, **popen):
     )
 
 
-def completed_epochs(out) -> int:
+def history(out) -> list[dict]:
+    """The per-epoch history in the checkpoint; loading it with weights_only=True
+    also checks that every checkpoint a kill leaves behind is complete."""
     path = out / "checkpoint.pt"
-    if not path.exists():
-        return 0
-    # loads with weights_only=True: every checkpoint left behind by a kill is complete
-    return len(torch.load(path, weights_only=True)["history"])
+    return torch.load(path, weights_only=True)["history"] if path.exists() else []
+
+
+def wait_for_new_epoch(out, done: int, timeout: float = 300) -> None:
+    """Block until the run in ``out`` has checkpointed more than ``done`` epochs."""
+    deadline = time.time() + timeout
+    while len(history(out)) <= done:
+        assert time.time() < deadline, "training made no progress"
+        time.sleep(0.05)
 
 
 def test_sigkill_at_five_random_moments_then_resume(tmp_path):
     rng = random.Random(1234)
     out = tmp_path / "killed"
     for _ in range(5):
-        before = completed_epochs(out)
+        before = history(out)
         process = make_train(out)
-        time.sleep(rng.uniform(3.0, 9.0))
+        # a random moment while it trains: after its first new epoch, within the next ones
+        wait_for_new_epoch(out, len(before))
+        time.sleep(rng.uniform(0.0, 1.5))
         os.killpg(process.pid, signal.SIGKILL)
-        output = process.communicate()[0]
-        if before:
-            assert f"resuming {out / 'checkpoint.pt'} after epoch {before} of {EPOCHS}" in output
-        assert completed_epochs(out) >= before
-        assert not (out / "train_metrics.json").exists() or completed_epochs(out) == EPOCHS
-    before = completed_epochs(out)
+        process.communicate()
+        after = history(out)
+        assert len(before) < len(after) < EPOCHS  # killed mid-training
+        # resumed, not restarted: the epochs done before are kept as they were
+        assert after[: len(before)] == before
+        assert [h["epoch"] for h in after] == list(range(1, len(after) + 1))
+        assert not (out / "train_metrics.json").exists()
+    before = history(out)
     finished = make_train(out)
     output = finished.communicate(timeout=600)[0]
     assert finished.returncode == 0, output
-    if 0 < before < EPOCHS:
-        assert f"after epoch {before} of {EPOCHS}" in output
-    assert completed_epochs(out) == EPOCHS
+    assert f"resuming {out / 'checkpoint.pt'} after epoch {len(before)} of {EPOCHS}" in output
+    final = history(out)
+    assert len(final) == EPOCHS and final[: len(before)] == before
 
     # Resumed training computes exactly what an uninterrupted run computes.
     reference = tmp_path / "uninterrupted"
