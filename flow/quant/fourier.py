@@ -75,7 +75,16 @@ class FourierEstimator(nn.Module):
         self.n = round(first + (last - first) * progress)
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        grad = (4 * self.omega / math.pi) * odd_cosine_sum(self.omega * x, self.n)
+        a = self.omega * x
+        if self.grad_mask is not None and self.grad_mask * self.omega < math.pi / 2:
+            # every kept a lies in (-pi/2, pi/2): no range reduction needed, the
+            # only pole is a = 0 (this is the default's path, ~1/3 fewer operations)
+            sin_a = torch.sin(a)
+            at_pole = sin_a == 0
+            ratio = torch.sin(2 * (self.n + 1) * a) / (2 * torch.where(at_pole, 1.0, sin_a))
+            grad = (4 * self.omega / math.pi) * torch.where(at_pole, float(self.n + 1), ratio)
+            return torch.where(x.abs() <= self.grad_mask, grad, 0.0)
+        grad = (4 * self.omega / math.pi) * odd_cosine_sum(a, self.n)
         if self.grad_mask is None:
             keep = x.abs() * self.omega < math.pi
         else:
