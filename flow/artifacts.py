@@ -193,8 +193,9 @@ def describe_layer(model, node, inst, out_dir: Path) -> dict:
         layer["accumulator_dtype"] = accumulator.name
         low, high = accumulator_range(weights, idt, xnor)
         if low < accumulator.min() or high > accumulator.max():
-            # FINN sizes a binaryXnorMode accumulator for 0/1 x +-1 products, but
-            # finn-hlslib accumulates the popcount 0..MW: the hardware wraps there
+            # Our build sizes XNOR accumulators for their popcount
+            # (flow.build.SizeXnorPopcountAccumulators); a model built elsewhere
+            # may still carry FINN's too-narrow type, and the hardware wraps there
             console.print(
                 f"[yellow]warning[/] {name}: the accumulator ({accumulator.name}) cannot hold every value "
                 f"{low:.0f}..{high:.0f} this layer can sum; the hardware wraps (the emulator does too; "

@@ -193,7 +193,6 @@ class SizeXnorPopcountAccumulators(Transformation):
     """
 
     def apply(self, model):
-        from qonnx.core.datatype import DataType
         from qonnx.custom_op.registry import getCustomOp
         from qonnx.transformation.infer_datatypes import InferDataTypes
 

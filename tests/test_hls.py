@@ -213,7 +213,7 @@ def test_stream_width_converter_keeps_the_bit_string(tmp_path):
             f"    for (unsigned w = 0; w < vectors * {words}; w++) {{ ap_uint<{iw}> word = 0;",
             f"        for (unsigned b = 0; b < {iw}; b++) word[b] = bits[w * {iw} + b] == '1'; in.write(word); }}",
             f"    bnn::dwc<{iw}, {ow}, {words}>(in, out, vectors);  // one vector per image",
-            f"    if (!in.empty()) return \"unread input\";",
+            "    if (!in.empty()) return \"unread input\";",
             f"    while (!out.empty()) {{ ap_uint<{ow}> word = out.read(); for (unsigned b = 0; b < {ow}; b++) result += word[b] ? '1' : '0'; }}",
             "    return result;",
             "}",
