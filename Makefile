@@ -10,9 +10,10 @@ DATASET    ?= mnist5k
 QUANT      ?= fourier+clip
 EPOCHS     ?=
 NPROC      ?= 1
-DEVICE     ?= cpu
+DEVICE     ?= auto
 BOARD      ?= pynq-z2
 TARGET_FPS ?=
+MAX_UTILIZATION ?= 0.85
 OUT        ?= build/$(MODEL)-$(QUANT)-$(DATASET)
 # bnn: our hls_templates kernels (C-simulated here); finn: FINN's finn-hlslib route (needs Vitis HLS + Vivado)
 HLS_BACKEND ?= bnn
@@ -54,7 +55,7 @@ export: $(VENV)/.installed
 	$(PY) -m flow export $(OUT)
 
 build: $(VENV)/.installed
-	$(PY) -m flow build $(OUT)/model.onnx --board $(BOARD) --out $(OUT) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
+	$(PY) -m flow build $(OUT)/model.onnx --board $(BOARD) --out $(OUT) --max-utilization $(MAX_UTILIZATION) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 
 csim: $(VENV)/.installed
 	$(PY) -m flow csim $(OUT)

@@ -44,7 +44,10 @@ DESCRIPTION = "accelerator.json"
 THRESHOLDING_OPS = {"Thresholding", "Thresholding_hls", "Thresholding_rtl"}
 MVAU_OPS = {"MVAU", "MVAU_hls"}
 LABELSELECT_OPS = {"LabelSelect", "LabelSelect_hls"}
-SOFTWARE_PREFIX_OPS = {"Reshape", "Flatten"}
+SLIDING_WINDOW_OPS = {"ConvolutionInputGenerator", "ConvolutionInputGenerator_hls", "ConvolutionInputGenerator_rtl"}
+POOL_OPS = {"Pool", "Pool_hls"}
+# NCHW -> NHWC at the input of a convolutional network: the driver lays the pixels out so
+SOFTWARE_PREFIX_OPS = {"Reshape", "Flatten", "Transpose"}
 
 
 def step_write_hardware_artifacts(model, cfg):
@@ -138,15 +141,17 @@ def describe_layer(model, node, inst, out_dir: Path) -> dict:
         "output_tensor": node.output[0],
         "input_dtype": inst.get_input_datatype(0).name,
         "output_dtype": inst.get_output_datatype().name,
-        "PE": inst.get_nodeattr("PE"),
+        "PE": inst.get_nodeattr("PE") if "PE" in inst.get_nodeattr_types() else None,
         "instream_width": inst.get_instream_width(0),
         "outstream_width": inst.get_outstream_width(0),
         "folded_input_shape": list(inst.get_folded_input_shape()[1:]),
         "folded_output_shape": list(inst.get_folded_output_shape()[1:]),
+        "input_shape": list(inst.get_normal_input_shape()[1:]),
+        "output_shape": list(inst.get_normal_output_shape()[1:]),
         "cycles": int(inst.get_exp_cycles()),
     }
-    if int(np.prod(inst.get_nodeattr("numInputVectors"))) != 1:
-        raise FlowError(f"layer '{name}': numInputVectors must be [1] in a built design (one image per pass)")
+    if inst.get_normal_input_shape()[0] != 1:
+        raise FlowError(f"layer '{name}': the batch dimension must be 1 in a built design (one image per pass)")
     if node.op_type in THRESHOLDING_OPS:
         thresholds = model.get_initializer(node.input[1])
         layer.update(
@@ -204,10 +209,33 @@ def describe_layer(model, node, inst, out_dir: Path) -> dict:
         layer["files"] = files
     elif node.op_type in LABELSELECT_OPS:
         layer.update(kind="labelselect", labels=inst.get_nodeattr("Labels"), K=inst.get_nodeattr("K"))
+    elif node.op_type in SLIDING_WINDOW_OPS:
+        kernel, stride, dilation = (list(inst.get_nodeattr(a)) for a in ("ConvKernelDim", "Stride", "Dilation"))
+        if len(set(kernel)) != 1 or len(set(stride)) != 1 or set(dilation) != {1}:
+            raise FlowError(f"layer '{name}': only square kernels and strides without dilation are supported ({kernel}, {stride}, {dilation})")
+        layer.update(
+            kind="sliding_window",
+            channels=inst.get_nodeattr("IFMChannels"),
+            SIMD=inst.get_nodeattr("SIMD"),
+            input_dim=list(inst.get_nodeattr("IFMDim")),
+            output_dim=list(inst.get_nodeattr("OFMDim")),
+            kernel=kernel[0],
+            stride=stride[0],
+            depthwise=bool(inst.get_nodeattr("depthwise")),
+        )
+    elif node.op_type in POOL_OPS:
+        if inst.get_nodeattr("Function") != "MaxPool":
+            raise FlowError(f"layer '{name}': pool function {inst.get_nodeattr('Function')} is not supported (MaxPool only)")
+        layer.update(
+            kind="maxpool",
+            channels=inst.get_nodeattr("Channels"),
+            kernel=list(inst.get_nodeattr("KernelSize")),
+            output_dim=list(inst.get_nodeattr("OutImgDims")),
+        )
     else:
         raise FlowError(
             f"layer '{name}' ({node.op_type}) has no hardware artifact format; "
-            "supported: MVAU, Thresholding, LabelSelect"
+            "supported: MVAU, Thresholding, LabelSelect, ConvolutionInputGenerator, Pool (max)"
         )
     return layer
 
@@ -269,14 +297,40 @@ def io_shape_dict(model, first, last) -> dict:
 
 
 def software_prefix(parent: Path | None, accelerator_input_shape) -> dict:
-    """The parent graph's input shape and the data-movement ops before the accelerator."""
+    """The parent graph's input shape and the data-movement ops before the accelerator.
+
+    ``input_permutation``: the axes of a Transpose before the accelerator (NCHW
+    images -> the NHWC pixel stream of a convolutional network), else null.
+    """
     if parent is None:
-        return {"input_shape": list(accelerator_input_shape), "ops": []}
+        return {"input_shape": list(accelerator_input_shape), "ops": [], "input_permutation": None}
     from qonnx.core.modelwrapper import ModelWrapper
 
     parent_model = ModelWrapper(str(parent))
     ops = [n.op_type for n in parent_model.graph.node if n.op_type != "StreamingDataflowPartition"]
     unsupported = [op for op in ops if op not in SOFTWARE_PREFIX_OPS]
     if unsupported:
-        raise FlowError(f"{parent}: software prefix op(s) {', '.join(unsupported)} cannot be emulated (only a reshape)")
-    return {"input_shape": list(parent_model.get_tensor_shape(parent_model.graph.input[0].name)), "ops": ops}
+        raise FlowError(f"{parent}: software prefix op(s) {', '.join(unsupported)} cannot be emulated (only a reshape or transpose)")
+    transposes = parent_model.get_nodes_by_op_type("Transpose")
+    if len(transposes) > 1:
+        raise FlowError(f"{parent}: more than one Transpose before the accelerator")
+    permutation = list(next(a.ints for a in transposes[0].attribute if a.name == "perm")) if transposes else None
+    return {
+        "input_shape": list(parent_model.get_tensor_shape(parent_model.graph.input[0].name)),
+        "ops": ops,
+        "input_permutation": permutation,
+    }
+
+
+def images_in_stream_order(images: np.ndarray, hw_dir: Path) -> np.ndarray:
+    """Test images (N x C x H x W) in the order the accelerator streams pixels.
+
+    A convolutional accelerator reads NHWC (channels innermost): the software
+    prefix's Transpose, done by whoever lays out the input buffer (the driver,
+    the C-sim testbench, the deployment package's packed test set).
+    """
+    description = json.loads((Path(hw_dir) / DESCRIPTION).read_text())
+    permutation = description["software_prefix"].get("input_permutation")
+    if permutation is None or images.ndim != len(permutation):
+        return images
+    return np.ascontiguousarray(images.transpose(permutation))

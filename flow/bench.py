@@ -35,9 +35,12 @@ from flow.errors import FlowError
 
 console = Console()
 PER_IMAGE_SAMPLE = 100  # images run one by one through the QONNX executor
-ROUNDS = 10  # interleaved rounds for the fast contenders
+BENCH_IMAGES = 1000  # test images per run (all of mnist5k's; the first 1000 of larger sets)
+EXECUTOR_BATCH = 100  # the graph executors' batch (CNV's im2col tensors are ~0.5 GB per 100 images)
+ROUNDS = 10  # interleaved rounds for the fast contenders (3 for convolutional networks)
 GEMM_TARGET = ("float32 GEMM chain", 0.5)
 TFC_TARGETS = [("QONNX executor (per image)", 1000), ("Brevitas eval (batched)", 5), GEMM_TARGET]
+CNV_TARGET = ("QONNX executor (per image)", 50)
 
 
 def interleaved_best(functions: dict, rounds: int) -> dict[str, float]:
@@ -94,32 +97,33 @@ def bench_run(run_dir: Path) -> dict:
 
     if not (run_dir / "hw" / "manifest.json").exists():
         raise FlowError(f"{run_dir}: no hw/ artifacts; run `make build OUT={run_dir}`")
-    images = datasets.load(run_dataset(run_dir)).test_images
+    images = datasets.load(run_dataset(run_dir)).test_images[:BENCH_IMAGES]
     n = len(images)
     rates = {}
 
     emulator = Emulator(run_dir / "hw", batch_size=n)
-    packed = Emulator(run_dir / "hw", batch_size=n, route="packed")
-    chain = gemm_chain(emulator, images)
+    convolutional = any(layer.kind == "sliding_window" for layer in emulator.layers)
     torch.set_num_threads(1)
     model, _ = load_trained_model(run_dir / "checkpoint.pt")
     pixels = torch.from_numpy(images).float()
-
-    def single_thread_chain():
-        with blas_controller().limit(limits=1, user_api="blas"):
-            chain()
 
     def brevitas_eval():
         with torch.no_grad():
             model(pixels)
 
-    fast = {
-        "emulator": lambda: emulator.execute(images),
-        "emulator (packed route)": lambda: packed.execute(images),
-        "float32 GEMM chain": single_thread_chain,
-        "Brevitas eval (batched)": brevitas_eval,
-    }
-    rates.update({name: n / seconds for name, seconds in interleaved_best(fast, ROUNDS).items()})
+    fast = {"emulator": lambda: emulator.execute(images), "Brevitas eval (batched)": brevitas_eval}
+    if not convolutional:
+        # the packed route and the GEMM chain model MLP layers (one vector per image)
+        packed = Emulator(run_dir / "hw", batch_size=n, route="packed")
+        chain = gemm_chain(emulator, images)
+
+        def single_thread_chain():
+            with blas_controller().limit(limits=1, user_api="blas"):
+                chain()
+
+        fast["emulator (packed route)"] = lambda: packed.execute(images)
+        fast["float32 GEMM chain"] = single_thread_chain
+    rates.update({name: n / seconds for name, seconds in interleaved_best(fast, 3 if convolutional else ROUNDS).items()})
 
     with blas_controller().limit(limits=1, user_api="blas"):
         qonnx_model = ModelWrapper(str(run_dir / "model.onnx"))
@@ -127,12 +131,13 @@ def bench_run(run_dir: Path) -> dict:
         sample = images[:PER_IMAGE_SAMPLE].astype(np.float32)
         per_image = best_time(lambda: [execute_onnx(qonnx_model, {in_name: image[None]}) for image in sample], 1)
         rates["QONNX executor (per image)"] = len(sample) / per_image
-        rates["QONNX executor (batched)"] = n / best_time(lambda: execute_batched(qonnx_model, images, batch=n), 2)
+        rates["QONNX executor (batched)"] = n / best_time(lambda: execute_batched(qonnx_model, images, batch=EXECUTOR_BATCH), 2)
         hw_graph = ModelWrapper(str(run_dir / "intermediate_models" / "step_convert_to_hw.onnx"))
-        rates["FINN HW-layer graph (batched)"] = n / best_time(lambda: execute_batched(hw_graph, images, batch=n), 2)
+        rates["FINN HW-layer graph (batched)"] = n / best_time(lambda: execute_batched(hw_graph, images, batch=EXECUTOR_BATCH), 1 if convolutional else 2)
     return {
         "run": str(run_dir),
         "network": " -> ".join(f"{layer.spec['MW']}x{layer.spec['MH']}" for layer in emulator.layers if layer.kind == "mvau"),
+        "convolutional": convolutional,
         "images": n,
         "images_per_s": rates,
         "estimated_fps": emulator.cycles["estimated_fps"],
@@ -154,16 +159,17 @@ def bench(run_dirs: list[Path], doc: Path) -> list[dict]:
 
 
 def render(results: list[dict], run_dirs: list[Path]) -> str:
-    contenders = list(results[0]["images_per_s"])
+    contenders = list(dict.fromkeys(name for r in results for name in r["images_per_s"]))
     runs = " ".join(f"--runs {d}" for d in run_dirs)
     lines = [
         "# Emulator benchmark",
         "",
-        "Images per second on the whole test set (1000 mnist5k images), all in one process: the "
+        f"Images per second on (at most) the first {BENCH_IMAGES} test images of each run's dataset, all in one process: the "
         f"emulator, its packed route, the GEMM chain and Brevitas timed in {ROUNDS} interleaved rounds "
-        "(best round each), the graph executors right after (best of 1-2 runs); one BLAS/torch "
-        "thread each. The emulator's figure includes input packing and output unpacking "
-        "(FINN's `finn.util.data_packing`, as the board driver does).",
+        "(3 for CNV; best round each), the graph executors right after (best of 1-2 runs, batches of "
+        f"{EXECUTOR_BATCH}); one BLAS/torch thread each. The emulator's figure includes input packing and output unpacking "
+        "(FINN's `finn.util.data_packing`, as the board driver does). The packed route and the GEMM "
+        "chain model MLP layers only (n/a for CNV).",
         "",
         f"Produced by `make bench` (`python -m flow bench {runs}`) on "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other jobs "
@@ -173,7 +179,7 @@ def render(results: list[dict], run_dirs: list[Path]) -> str:
         "|---" * (len(results) + 1) + "|",
     ]
     for name in contenders:
-        lines.append(f"| {name} | " + " | ".join(f"{r['images_per_s'][name]:,.0f}" for r in results) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{r['images_per_s'][name]:,.0f}" if name in r["images_per_s"] else "n/a" for r in results) + " |")
     lines.append("| hardware estimate (FPS at the board clock) | " + " | ".join(f"{r['estimated_fps']:,.0f}" for r in results) + " |")
     lines += ["", "Emulator speed-up (emulator images/s divided by the contender's):", ""]
     lines.append("| ratio | " + " | ".join(Path(r["run"]).name for r in results) + " |")
@@ -181,11 +187,12 @@ def render(results: list[dict], run_dirs: list[Path]) -> str:
     for name in contenders[1:]:
         lines.append(
             f"| emulator / {name} | "
-            + " | ".join(f"{r['images_per_s']['emulator'] / r['images_per_s'][name]:,.2f}x" for r in results)
+            + " | ".join(f"{r['images_per_s']['emulator'] / r['images_per_s'][name]:,.2f}x" if name in r["images_per_s"] else "n/a" for r in results)
             + " |"
         )
-    lines += ["", "Targets (issue 4): TFC (the first run, as `make bench` orders them) against all three, every other run against the GEMM chain:", ""]
-    for result, (contender, target) in [(results[0], t) for t in TFC_TARGETS] + [(r, GEMM_TARGET) for r in results[1:]]:
+    lines += ["", "Targets: TFC (the first run, as `make bench` orders them) against all three, every other MLP against the GEMM chain, CNV against the per-image QONNX executor:", ""]
+    checks = [(results[0], t) for t in TFC_TARGETS] + [(r, CNV_TARGET if r["convolutional"] else GEMM_TARGET) for r in results[1:]]
+    for result, (contender, target) in checks:
         ratio = result["images_per_s"]["emulator"] / result["images_per_s"][contender]
         verdict = "met" if ratio >= target else "**NOT met**"
         lines.append(f"- {Path(result['run']).name}: emulator / {contender} = {ratio:,.2f}x, target >= {target:g}x: {verdict}")

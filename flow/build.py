@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import onnx
 from qonnx.transformation.base import Transformation
 from rich.console import Console
@@ -112,14 +113,32 @@ def step_insert_label_select(model, cfg: BuildConfig):
 
 
 def step_streamline(model, cfg: BuildConfig):
-    """Batch-norm + sign -> integer thresholds; bipolar MatMul -> XNOR-popcount."""
+    """Batch-norm + sign -> integer thresholds; bipolar MatMul -> XNOR-popcount.
+
+    Convolutional models (FINN's CNV recipe) are streamlined in NCHW, get
+    their max-pools moved past the thresholds (flow.reorder), and then their
+    convolutions lowered to im2col + MatMul (channel-innermost NHWC) before the
+    XNOR conversion and a second streamlining pass.
+    """
     import finn.transformation.streamline.absorb as absorb
     from finn.transformation.streamline import Streamline
+    from finn.transformation.streamline.reorder import MakeMaxPoolNHWC, MoveScalarLinearPastInvariants
     from qonnx.transformation.bipolar_to_xnor import ConvertBipolarMatMulToXnorPopcount
     from qonnx.transformation.general import RemoveUnusedTensors
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
+    from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
+
+    from flow.reorder import MoveMaxPoolPastThresholds
 
     model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())
+    if model.get_nodes_by_op_type("Conv"):
+        # the input scaling (pixels * 2/255 - 1) moves past the first convolution into its thresholds
+        model = model.transform(MoveScalarLinearPastInvariants())
+        model = model.transform(Streamline())
+        model = model.transform(MoveMaxPoolPastThresholds())
+        model = model.transform(LowerConvsToMatMul())
+        model = model.transform(MakeMaxPoolNHWC())
+        model = model.transform(absorb.AbsorbTransposeIntoMultiThreshold())
     model = model.transform(Streamline())
     model = model.transform(ConvertBipolarMatMulToXnorPopcount())
     model = model.transform(Streamline())
@@ -130,10 +149,15 @@ def step_streamline(model, cfg: BuildConfig):
 
 
 def step_convert_to_hw(model, cfg: BuildConfig):
-    """XNOR-popcount MatMul + thresholds -> MVAU (binaryXnorMode), TopK -> LabelSelect."""
+    """XNOR-popcount MatMul + thresholds -> MVAU (binaryXnorMode), TopK -> LabelSelect;
+    im2col -> sliding-window generator, max-pool -> sliding window + Pool."""
+    import finn.transformation.streamline.absorb as absorb
     from finn.transformation.fpgadataflow.convert_to_hw.binary_matrix_vector_activation import (
         InferBinaryMatrixVectorActivation,
     )
+    from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
+    from finn.transformation.fpgadataflow.convert_to_hw.pool import InferPool
+    from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
     from finn.transformation.fpgadataflow.convert_to_hw.label_select import InferLabelSelectLayer
     from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
         InferQuantizedMatrixVectorActivation,
@@ -146,6 +170,10 @@ def step_convert_to_hw(model, cfg: BuildConfig):
         InferQuantizedMatrixVectorActivation(),
         InferLabelSelectLayer(),
         InferThresholdingLayer(),
+        InferPool(),
+        InferConvInpGen(),
+        RemoveCNVtoFCFlatten(),
+        absorb.AbsorbConsecutiveTransposes(),  # the NHWC -> NCHW -> NHWC pairs between layers
         GiveUniqueNodeNames(),
     ):
         model = model.transform(transformation)
@@ -163,7 +191,7 @@ def check_all_lowered(model) -> None:
         elif not (software_prefix and node.op_type in SOFTWARE_INPUT_OPS):
             raise FlowError(
                 f"node '{node.name}' ({node.op_type}) cannot be lowered to a hardware layer: "
-                "the flow maps binary/quantized MatMul + thresholds, TopK and thresholds only"
+                "the flow maps binary/quantized MatMul and convolutions + thresholds, max-pools, TopK and thresholds only"
             )
 
 
@@ -245,7 +273,7 @@ def step_specialize_layers(model, cfg: BuildConfig):
 def step_set_folding(model, cfg: BuildConfig):
     """Choose PE/SIMD: for ``cfg.target_fps``, or the fastest folding inside the budget."""
     clock_hz = cfg.board.clock_mhz * 1e6
-    slowest = fold(model, 2**40, cfg.board.part)  # everything sequential: the smallest design
+    slowest = fold(model, 2**40, cfg)  # everything sequential: the smallest design
     if not slowest.fits(cfg.budget()):
         print_layer_table(slowest.model, cfg)
         raise FlowError(
@@ -254,14 +282,14 @@ def step_set_folding(model, cfg: BuildConfig):
         )
     if cfg.target_fps is not None:
         target_cycles = math.floor(clock_hz / cfg.target_fps)
-        fastest_cycles = fold(model, 1, cfg.board.part).max_cycles
+        fastest_cycles = fold(model, 1, cfg).max_cycles
         if target_cycles < fastest_cycles:
             raise FlowError(
                 f"TARGET_FPS={cfg.target_fps} is impossible: at {cfg.board.clock_mhz:g} MHz the "
                 f"fully parallel design needs {fastest_cycles} cycles per image, "
                 f"at most {clock_hz / fastest_cycles:,.0f} FPS"
             )
-        chosen = fold(model, target_cycles, cfg.board.part)
+        chosen = fold(model, target_cycles, cfg)
         cfg.folding_search = [chosen.summary(clock_hz, cfg.budget())]
         if not chosen.fits(cfg.budget()):
             print_layer_table(chosen.model, cfg)
@@ -271,8 +299,42 @@ def step_set_folding(model, cfg: BuildConfig):
             )
     else:
         chosen, cfg.folding_search = fastest_fitting_folding(model, slowest, cfg)
+        plot_folding_search(cfg.folding_search, cfg, cfg.report_dir / "folding_search.png")
     write_json(cfg.report_dir / "folding_search.json", cfg.folding_search)
     return chosen.model
+
+
+def plot_folding_search(search: list[dict], cfg: BuildConfig, path: Path) -> None:
+    """Estimated throughput against LUT and BRAM for every folding the search tried."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budget = cfg.budget()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, resource in zip(axes, ("LUT", "BRAM_18K")):
+        fps = [p["estimated_fps"] for p in search]
+        used = [p[resource] for p in search]
+        ax.plot(fps, used, "o-", color="tab:blue", label="foldings tried")
+        for point in search:
+            if point.get("chosen"):
+                ax.plot(point["estimated_fps"], point[resource], "*", color="tab:green", markersize=16,
+                        label=f"chosen: {point['estimated_fps']:,.0f} FPS")
+        ax.axhline(budget[resource], color="tab:red", linestyle="--", label=f"budget ({cfg.max_utilization:.0%})")
+        ax.axhline(cfg.board.resources[resource], color="gray", linestyle=":", label="board")
+        ax.set_xscale("log")
+        ax.set_ylim(0, max(cfg.board.resources[resource] * 1.1, min(max(used), 3 * cfg.board.resources[resource])))
+        ax.set_xlabel(f"estimated throughput at {cfg.board.clock_mhz:g} MHz (FPS)")
+        ax.set_ylabel(f"{resource} (FINN estimate)")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Folding search on {cfg.board.name}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
 
 
 def step_generate_estimate_reports(model, cfg: BuildConfig):
@@ -379,36 +441,129 @@ class Folding:
         }
 
 
-def fold(model, target_cycles: int, part: str) -> Folding:
-    """SetFolding for a cycle target, with FINN's cycle and resource estimates."""
+class MinimumCostFolding(Transformation):
+    """Per layer, the cheapest folding that meets a cycle target (FINN's estimates).
+
+    FINN's ``SetFolding`` raises SIMD, then PE, until a layer meets the target;
+    the first pair that does is not the cheapest one (for CNV's 576 x 64 layer
+    it may pick SIMD 36 x PE 64 where 576 x 8 or 48 x 64 cost less per cycle
+    saved), and its 36-bit weight-stream cap holds binary layers back. Here
+    every (SIMD, PE, multiplier resource) of an MVAU, every SIMD of a sliding
+    window and every PE of a pool / threshold / label-select unit is costed
+    with the layer's own cycle and resource estimates; the choice is the
+    lowest cost ``LUT / LUT budget + BRAM / BRAM budget`` among those meeting
+    the target, or the fastest one when none does. DSPs are a pool instead:
+    a layer may use them (an integer-input MVAU's multipliers, saving their
+    LUTs) as long as the budget has DSPs left, in dataflow order. A pool and
+    the depthwise sliding window that feeds it share one parallelism (FINN
+    requires SIMD == PE there).
+    """
+
+    def __init__(self, target_cycles: int, part: str, budget: dict[str, float]):
+        super().__init__()
+        self.target_cycles = target_cycles
+        self.part = part
+        self.budget = budget
+
+    def choose(self, units: list, choices: list[list[dict]]) -> None:
+        """Apply to ``units`` (insts folded together) the best of ``choices`` (one attr dict per unit)."""
+        best = None
+        for choice in choices:
+            for inst, attrs in zip(units, choice):
+                for name, value in attrs.items():
+                    inst.set_nodeattr(name, value)
+            estimates = [inst.node_res_estimation(self.part) for inst in units]
+            dsp = sum(e.get("DSP", 0) for e in estimates)
+            if dsp > self.dsp_left:
+                continue
+            cost = sum(e.get(k, 0) / self.budget[k] for e in estimates for k in ("LUT", "BRAM_18K"))
+            cycles = max(int(inst.get_exp_cycles()) for inst in units)
+            key = (0, cost, cycles) if cycles <= self.target_cycles else (1, cycles, cost)
+            if best is None or key < best[0]:
+                best = (key, choice, dsp)
+        _, choice, dsp = best
+        for inst, attrs in zip(units, choice):
+            for name, value in attrs.items():
+                inst.set_nodeattr(name, value)
+        self.dsp_left -= dsp
+
+    def apply(self, model):
+        self.dsp_left = self.budget.get("DSP", 0)
+        from qonnx.core.datatype import DataType
+        from qonnx.custom_op.registry import getCustomOp
+
+        for node in model.graph.node:
+            inst = getCustomOp(node)
+            op = node.op_type
+            if op.startswith("MVAU"):
+                binary = inst.get_input_datatype(0) in (DataType["BINARY"], DataType["BIPOLAR"])
+                res_types = ["lut"] if binary else ["lut", "dsp"]
+                self.choose([inst], [
+                    [{"SIMD": simd, "PE": pe, "resType": res}]
+                    for simd in divisors(inst.get_nodeattr("MW"))
+                    for pe in divisors(inst.get_nodeattr("MH"))
+                    for res in res_types
+                ])
+            elif op.startswith("ConvolutionInputGenerator") and not inst.get_nodeattr("depthwise"):
+                self.choose([inst], [[{"SIMD": simd}] for simd in divisors(inst.get_nodeattr("IFMChannels"))])
+            elif op.startswith("Pool"):
+                window = getCustomOp(model.find_producer(node.input[0]))
+                self.choose([window, inst], [
+                    [{"SIMD": pe}, {"PE": pe}] for pe in divisors(inst.get_nodeattr("Channels"))
+                ])
+            elif op.startswith("Thresholding"):
+                self.choose([inst], [[{"PE": pe}] for pe in divisors(inst.get_nodeattr("NumChannels"))])
+            elif op.startswith("LabelSelect"):
+                self.choose([inst], [[{"PE": pe}] for pe in divisors(inst.get_nodeattr("Labels"))])
+        return model, False
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def fold(model, target_cycles: int, cfg: BuildConfig) -> Folding:
+    """The cheapest folding for a cycle target, with FINN's cycle and resource estimates."""
     import copy
 
     from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
     from finn.analysis.fpgadataflow.op_and_param_counts import aggregate_dict_keys
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
-    from finn.transformation.fpgadataflow.set_folding import SetFolding
 
-    folded = copy.deepcopy(model).transform(SetFolding(target_cycles, two_pass_relaxation=True))
+    folded = copy.deepcopy(model).transform(MinimumCostFolding(target_cycles, cfg.board.part, cfg.budget()))
     cycles = folded.analysis(exp_cycles_per_layer)
-    resources = folded.analysis(lambda m: res_estimation(m, part))
+    resources = folded.analysis(lambda m: res_estimation(m, cfg.board.part))
     return Folding(folded, max(cycles.values()), aggregate_dict_keys(resources))
 
 
 def fastest_fitting_folding(model, slowest: Folding, cfg: BuildConfig) -> tuple[Folding, list[dict]]:
-    """Walk cycle targets from fully folded down to fully parallel; keep the fastest that fits."""
+    """Bisect the cycle target between fully parallel and fully folded; keep the fastest folding that fits.
+
+    Every folding tried is returned (the throughput-vs-resources curve of the search).
+    """
     clock_hz = cfg.board.clock_mhz * 1e6
     budget = cfg.budget()
-    best, search = slowest, [slowest.summary(clock_hz, budget)]
-    target = slowest.max_cycles
-    while target > 1:
-        target = max(1, int(target * 0.8))
-        candidate = fold(model, target, cfg.board.part)
-        if candidate.max_cycles >= best.max_cycles:
-            continue  # the folding did not get faster for this target
-        search.append(candidate.summary(clock_hz, budget))
-        if not candidate.fits(budget):
-            break  # resources only grow from here
-        best = candidate
+    fastest = fold(model, 1, cfg)
+    tried = {slowest.max_cycles: slowest, fastest.max_cycles: fastest}
+    best = fastest if fastest.fits(budget) else slowest
+    low, high = fastest.max_cycles, slowest.max_cycles  # low: does not fit (unless fastest fits), high: fits
+    while not fastest.fits(budget) and high - low > max(1, low // 200):
+        target = (low + high) // 2
+        candidate = fold(model, target, cfg)
+        tried.setdefault(candidate.max_cycles, candidate)
+        if candidate.fits(budget):
+            high = target
+            if candidate.max_cycles < best.max_cycles:
+                best = candidate
+        else:
+            low = target
+    # a few more points along the way for the curve
+    for target in np.geomspace(fastest.max_cycles, slowest.max_cycles, 8).astype(int):
+        candidate = fold(model, int(target), cfg)
+        tried.setdefault(candidate.max_cycles, candidate)
+        if candidate.fits(budget) and candidate.max_cycles < best.max_cycles:
+            best = candidate
+    search = [tried[c].summary(clock_hz, budget) | {"chosen": tried[c] is best} for c in sorted(tried, reverse=True)]
     return best, search
 
 
@@ -531,13 +686,14 @@ def build(
     board: Board,
     target_fps: int | None = None,
     input_scale: float | None = None,
+    max_utilization: float = MAX_UTILIZATION,
 ) -> dict:
     """Run every build step; return (and write as ``build.json``) what was built."""
     init_finn(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / "build.json"
     marker.unlink(missing_ok=True)  # a failed rebuild must not look complete
-    cfg = BuildConfig(out_dir, board, target_fps)
+    cfg = BuildConfig(out_dir, board, target_fps, max_utilization)
     model = prepare_input(load_qonnx(onnx_path), input_scale)
     times = {}
     for step in BUILD_STEPS:
@@ -554,6 +710,7 @@ def build(
         "part": board.part,
         "clock_mhz": board.clock_mhz,
         "target_fps": target_fps,
+        "max_utilization": max_utilization,
         "estimated_throughput_fps": performance["estimated_throughput_fps"],
         "estimated_latency_ns": performance["estimated_latency_ns"],
         "step_seconds": times,

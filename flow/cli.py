@@ -43,14 +43,14 @@ def main() -> None:
 
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True, help="Run directory.")
-@click.option("--model", default="tfc", show_default=True, help="tfc, sfc or lfc.")
-@click.option("--dataset", default="mnist5k", show_default=True, help="mnist5k, fashion-mnist, fashion-mnist32, mnist or cifar10.")
+@click.option("--model", default="tfc", show_default=True, help="tfc, sfc, lfc, cnv (conv -> max-pool -> BN -> sign) or cnv-bnn-pynq (conv -> BN -> sign -> max-pool).")
+@click.option("--dataset", default="mnist5k", show_default=True, help="mnist5k, fashion-mnist, fashion-mnist32, fashion-mnist32-rgb, mnist or cifar10; NAME:TRAIN:TEST for a subset.")
 @click.option("--quant", default="fourier+clip", show_default=True, help="Binary quantizer: fourier+clip, fourier, fourier+fit, clip, ste, approxsign or dsq.")
 @click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--lr", type=float, default=0.02, show_default=True, help="Adam learning rate (cosine-annealed).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (under torchrun: each process its local GPU).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda or cuda:N (under torchrun: each process its local GPU).")
 def train(out_dir, model, dataset, quant, epochs, batch_size, lr, seed, device):
     """Quantization-aware training; resumes from OUT/checkpoint.pt if a run was interrupted."""
     from flow.models import build_model  # noqa: F401  (validates names before loading data)
@@ -85,12 +85,14 @@ def export(run_dir, check_images):
               help="Throughput target; default: the fastest folding inside the board's budget.")
 @click.option("--input-scale", type=float, default=None,
               help="The model expects pixels/SCALE (e.g. 255 for Brevitas bnn_pynq models): prepend that scaling.")
-def build(onnx_model, board, out_dir, target_fps, input_scale):
+@click.option("--max-utilization", type=click.FloatRange(min=0.05, max=1.0), default=0.85, show_default=True,
+              help="Part of the board's LUT/BRAM/DSP the accelerator may use (the rest: PS interconnect, DMA, FIFOs).")
+def build(onnx_model, board, out_dir, target_fps, input_scale, max_utilization):
     """Build a QONNX BNN into a folded FINN dataflow design for BOARD."""
     from flow.boards import load_board
     from flow.build import build as run_build
 
-    run_build(onnx_model, out_dir or onnx_model.parent, load_board(board), target_fps, input_scale)
+    run_build(onnx_model, out_dir or onnx_model.parent, load_board(board), target_fps, input_scale, max_utilization)
 
 
 @main.command()
@@ -141,7 +143,7 @@ def emulate(run_dir, as_json):
         f"{result['images']} {result['dataset']} test images: accuracy {100 * result['accuracy']:.2f}%, "
         f"emulator {result['images_per_s']:,.0f} images/s; hardware estimate {result['estimated_fps']:,.0f} FPS "
         f"at {result['clock_mhz']:g} MHz (latency {result['estimated_latency_ns']:,.0f} ns); "
-        + ("bit-exact with FINN's HW-layer graph" if result["bit_exact"] else
+        + (f"bit-exact with FINN's HW-layer graph on the first {result['reference_images']} images" if result["bit_exact"] else
            f"NOT bit-exact with FINN's HW-layer graph (images {result['mismatched_images']})")
     )
     if not result["bit_exact"]:
@@ -182,11 +184,13 @@ def hls(run_dir):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
-def csim(run_dir):
+@click.option("--images", type=click.IntRange(min=1), default=None,
+              help="Simulate only the first N test images (CNV: tens of millions of MACs per image) [default: all].")
+def csim(run_dir, images):
     """C-simulate RUN_DIR/hls with g++ on the test set; exit 1 unless it equals the emulator bit for bit."""
     from flow.csim import csim as run_csim
 
-    run_csim(run_dir)
+    run_csim(run_dir, images)
 
 
 @main.command()

@@ -103,11 +103,14 @@ def first_difference(actual: np.ndarray, expected: np.ndarray) -> str | None:
     )
 
 
-def csim(run_dir: Path) -> dict:
+def csim(run_dir: Path, images: int | None = None) -> dict:
     """Compile RUN_DIR/hls with g++, run the test set, compare with the emulator bit for bit.
 
+    ``images``: only the first that many test images (a convolutional network's C-sim
+    runs tens of millions of binary MACs per image); None = the whole test set.
     Writes RUN_DIR/report/csim.json; raises FlowError on any difference.
     """
+    from flow.artifacts import images_in_stream_order
     from flow.driver.packing import IOShapes, pack_images
     from flow.hls import hls
 
@@ -117,8 +120,11 @@ def csim(run_dir: Path) -> dict:
         hls(run_dir)
     spec = json.loads((hls_dir / "hls.json").read_text())
     top = spec["top"]
-    dataset, images = test_images(run_dir)
-    packed = pack_images(images, IOShapes.from_dict(spec["io_shape_dict"]))
+    if images is not None and images < 1:
+        raise FlowError(f"images must be at least 1, not {images}")
+    dataset, test_set = test_images(run_dir)
+    images = test_set[:images]
+    packed = pack_images(images_in_stream_order(images, run_dir / "hw"), IOShapes.from_dict(spec["io_shape_dict"]))
     packed = packed.reshape(len(images), spec["in_bytes_per_image"])
 
     with tempfile.TemporaryDirectory(prefix="csim-") as tmp:
@@ -134,6 +140,7 @@ def csim(run_dir: Path) -> dict:
         "top": top,
         "dataset": dataset,
         "images": len(images),
+        "test_set_images": len(test_set),
         "reference": "emulator (RUN_DIR/hw)",
         "bit_exact": difference is None,
         "compile_seconds": round(compile_s, 2),
@@ -146,8 +153,8 @@ def csim(run_dir: Path) -> dict:
     tmp_report.write_text(json.dumps(report, indent=2))
     os.replace(tmp_report, run_dir / "report" / "csim.json")
     console.print(
-        f"C-sim {top}: compile {compile_s:.1f} s, run {run_s:.1f} s for {len(images)} {dataset} test images "
-        f"({len(images) / run_s:,.0f} img/s)"
+        f"C-sim {top}: compile {compile_s:.1f} s, run {run_s:.1f} s for {len(images)} of {len(test_set)} {dataset} "
+        f"test images ({len(images) / run_s:,.1f} img/s)"
     )
     if difference is not None:
         raise FlowError(f"C-sim of {hls_dir} differs from the emulator: {difference}")

@@ -13,9 +13,14 @@ Sources:
 - ``fashion-mnist``: read from the Debian package ``dataset-fashion-mnist``
   (``/usr/share/datasets/fashion-mnist``) when installed, else ``DATA_DIR``,
   else downloaded with sha256 verification.
-- ``fashion-mnist32``: Fashion-MNIST zero-padded to 32x32 (for CNV offline).
+- ``fashion-mnist32``: Fashion-MNIST zero-padded to 32x32 (for CNV offline);
+  ``fashion-mnist32-rgb``: the same with the grey channel repeated 3 times,
+  so CNV has CIFAR-10's 3 input channels.
 - ``mnist``: downloaded with sha256 verification, or read from ``DATA_DIR``.
 - ``cifar10``: downloaded with sha256 verification, or read from ``DATA_DIR``.
+
+``NAME:TRAIN:TEST`` is a subset: the first TRAIN training and the first TEST
+test images of NAME (e.g. ``fashion-mnist32:2000:200`` for a quick CNV run).
 """
 
 from __future__ import annotations
@@ -208,17 +213,16 @@ def load_fashion_mnist() -> Dataset:
         ) from None
 
 
-def load_fashion_mnist32() -> Dataset:
-    """Fashion-MNIST zero-padded to 32x32, so CNV trains on real data offline."""
+def load_fashion_mnist32(channels: int = 1) -> Dataset:
+    """Fashion-MNIST zero-padded to 32x32 (grey repeated to ``channels``), so CNV trains on real data offline."""
     base = load_fashion_mnist()
     pad = ((0, 0), (0, 0), (2, 2), (2, 2))
-    return Dataset(
-        "fashion-mnist32",
-        np.pad(base.train_images, pad),
-        base.train_labels,
-        np.pad(base.test_images, pad),
-        base.test_labels,
-    )
+
+    def images(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.repeat(np.pad(x, pad), channels, axis=1))
+
+    name = "fashion-mnist32" if channels == 1 else "fashion-mnist32-rgb"
+    return Dataset(name, images(base.train_images), base.train_labels, images(base.test_images), base.test_labels)
 
 
 def load_mnist() -> Dataset:
@@ -249,12 +253,24 @@ LOADERS = {
     "mnist5k": load_mnist5k,
     "fashion-mnist": load_fashion_mnist,
     "fashion-mnist32": load_fashion_mnist32,
+    "fashion-mnist32-rgb": lambda: load_fashion_mnist32(channels=3),
     "mnist": load_mnist,
     "cifar10": load_cifar10,
 }
 
 
 def load(name: str) -> Dataset:
-    if name not in LOADERS:
-        raise FlowError(f"unknown dataset '{name}'; known datasets: {', '.join(LOADERS)}")
-    return LOADERS[name]()
+    """``NAME``, or ``NAME:TRAIN:TEST``: the first TRAIN training and TEST test images of NAME."""
+    base, *counts = name.split(":")
+    if base not in LOADERS:
+        raise FlowError(f"unknown dataset '{base}'; known datasets: {', '.join(LOADERS)} (subset: NAME:TRAIN:TEST)")
+    if counts and (len(counts) != 2 or not all(c.isdigit() and int(c) > 0 for c in counts)):
+        raise FlowError(f"dataset '{name}': a subset is NAME:TRAIN:TEST with two positive image counts")
+    dataset = LOADERS[base]()
+    if not counts:
+        return dataset
+    train, test = map(int, counts)
+    return Dataset(
+        name, dataset.train_images[:train], dataset.train_labels[:train],
+        dataset.test_images[:test], dataset.test_labels[:test], dataset.num_classes,
+    )

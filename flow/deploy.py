@@ -97,6 +97,7 @@ def copy_driver(target: Path) -> None:
 def write_package(run_dir: Path, target: Path, dataset: str) -> dict:
     """Fill ``target`` with the package for ``run_dir``; return its manifest."""
     from flow import data
+    from flow.artifacts import images_in_stream_order
     from flow.boards import load_board
     from flow.driver.packing import IOShapes, pack_images
 
@@ -108,7 +109,7 @@ def write_package(run_dir: Path, target: Path, dataset: str) -> dict:
 
     test = data.load(dataset)
     (target / "data").mkdir(parents=True)
-    np.save(target / TEST_IMAGES, pack_images(test.test_images, IOShapes.from_dict(io)))
+    np.save(target / TEST_IMAGES, pack_images(images_in_stream_order(test.test_images, run_dir / "hw"), IOShapes.from_dict(io)))
     np.save(target / TEST_LABELS, test.test_labels.astype(np.int64))
     accuracy, correct = qonnx_accuracy(run_dir / "model.onnx", test.test_images, test.test_labels)
 

@@ -18,6 +18,11 @@ From ``RUN_DIR/dataflow_model.onnx`` (a chain of HW layers) this writes
   clock from the board, writing ``bitfile/<top>.bit`` + ``.hwh``);
 - ``hls.json``: what was generated (top, stream widths, bytes per image).
 
+Layers map one to one onto kernels (MVAU, Thresholding, LabelSelect, a
+non-depthwise ConvolutionInputGenerator -> ``bnn::sliding_window``), except a
+depthwise ConvolutionInputGenerator and the max Pool it feeds, which become one
+``bnn::maxpool`` on the pixel stream (see :func:`maxpool_stage`).
+
 The kernels are the headers in ``hls_templates/``. The arithmetic follows the
 FINN hardware the emulator models (``flow.artifacts``): an MVAU accumulates
 into the threshold type when thresholds follow, else into its output type.
@@ -58,6 +63,9 @@ class Stage:
     out_bits: int  # width of the stream it writes
     header: str = ""  # params/<name>.h contents, if the stage has parameters
     name: str = ""
+    in_bits: int = 0  # width of the stream it reads (a layer stage; 0 for converters)
+    out_words: int = 0  # words it writes per image (a layer stage; 0 for converters)
+    layers: tuple[str, ...] = ()  # the dataflow model's nodes it implements
 
 
 @dataclass
@@ -116,7 +124,9 @@ def packed_words(hw_tensor: np.ndarray, dtype, word_bits: int) -> list[str]:
     flat = [str(h) for h in np.asarray(hexes).reshape(-1)]
     if word_bits <= 64:
         return [f"0x{h}ULL" for h in flat]
-    return [f'ap_uint<{word_bits}>("{h}", 16)' for h in flat]
+    # with the 0x prefix: ap_int's string parser reads a leading "0b" / "0o" as a radix
+    # prefix even when the radix argument is 16 (hex "0b64..." would be parsed as binary)
+    return [f'ap_uint<{word_bits}>("0x{h}", 16)' for h in flat]
 
 
 def c_array(values: list[str], shape: tuple[int, ...], indent: str = "    ") -> str:
@@ -238,6 +248,140 @@ def label_select_stage(model, node, inst, images: str) -> Stage:
     return Stage(call, dtype_bits(odt), name=c_identifier(node.name))
 
 
+def sliding_window_geometry(node, inst) -> tuple[int, int, int, int, int, int]:
+    """(IH, IW, C, K, S, SIMD) of a ConvolutionInputGenerator the kernels implement, else FlowError."""
+    kernel, stride = list(inst.get_nodeattr("ConvKernelDim")), list(inst.get_nodeattr("Stride"))
+    dilation = list(inst.get_nodeattr("Dilation"))
+    (ih, iw), (oh, ow) = inst.get_nodeattr("IFMDim"), inst.get_nodeattr("OFMDim")
+    channels, simd = inst.get_nodeattr("IFMChannels"), inst.get_nodeattr("SIMD")
+    if len(set(kernel)) != 1 or len(set(stride)) != 1 or set(dilation) != {1}:
+        raise FlowError(
+            f"layer '{node.name}': only square kernels and strides without dilation have an HLS kernel "
+            f"(ConvKernelDim {kernel}, Stride {stride}, Dilation {dilation})"
+        )
+    k, stride = kernel[0], stride[0]
+    if k > min(ih, iw) or [oh, ow] != [(ih - k) // stride + 1, (iw - k) // stride + 1]:
+        raise FlowError(
+            f"layer '{node.name}': OFMDim {[oh, ow]} is not the unpadded window count of IFMDim {[ih, iw]} "
+            f"with kernel {k}, stride {stride}: padding is not supported"
+        )
+    if channels % simd:
+        raise FlowError(f"layer '{node.name}': IFMChannels {channels} is not a multiple of SIMD {simd}")
+    return ih, iw, channels, k, stride, simd
+
+
+def sliding_window_stage(model, node, inst, images: str) -> Stage:
+    """A non-depthwise ConvolutionInputGenerator -> bnn::sliding_window (im2col, order kh, kw, c).
+
+    The kernel's words are SIMD channels of one pixel (CF = C/SIMD words per pixel), in and
+    out. Each window is the K*K*C-element vector the next MVAU reads as one input vector,
+    element (kh*K + kw)*C + c at bit position element*bits of the window's bit string (word
+    (kh*K + kw)*CF + c/SIMD, lane c%SIMD, lane 0 lowest). The MVAU's word sf holds elements
+    sf*SIMD' .. sf*SIMD' + SIMD'-1, lane 0 lowest: the same bit string, so a bnn::dwc re-cut
+    (little-endian, word 0 first) between a SIMD and an MVAU of another SIMD is exact.
+    """
+    ih, iw, channels, k, stride, simd = sliding_window_geometry(node, inst)
+    idt, odt = inst.get_input_datatype(0), inst.get_output_datatype()
+    if idt != odt:
+        raise FlowError(f"layer '{node.name}': input type {idt.name} != output type {odt.name}")
+    width = simd * dtype_bits(idt)
+    if inst.get_instream_width(0) != width:
+        raise FlowError(f"layer '{node.name}': input stream width {inst.get_instream_width(0)} != SIMD x bits = {width}")
+    oh, ow = (ih - k) // stride + 1, (iw - k) // stride + 1
+    out_words = oh * ow * k * k * (channels // simd)
+    # the node's own output words (SIMD wide; K*K*SIMD wide in the RTL variant's parallel_window
+    # mode) carry the same bit string; the converter before the next layer re-cuts it
+    if inst.get_outstream_width(0) * int(np.prod(inst.get_folded_output_shape()[1:-1])) != width * out_words:
+        raise FlowError(f"layer '{node.name}': its output stream is not the im2col vectors the HLS kernel writes")
+    call = (
+        f"bnn::sliding_window<{ih}, {iw}, {channels // simd}, {k}, {stride}, {width}>"
+        f"({{src}}, {{dst}}, {images});"
+    )
+    return Stage(call, width, name=c_identifier(node.name), in_bits=width, out_words=out_words, layers=(node.name,))
+
+
+def maxpool_stage(window_node, window, pool_node, pool, images: str) -> Stage:
+    """A depthwise ConvolutionInputGenerator (K = stride) + Pool_hls(MaxPool) -> ONE bnn::maxpool.
+
+    The pair is fused because bnn::maxpool consumes the pixel stream itself (keeping a row of
+    running maxima), not the depthwise window stream FINN's generator would feed the Pool:
+    its input is the window generator's input (the image, CF = C/PE words of PE channels per
+    pixel) and its output the Pool's output stream (OH x OW pixels, CF words each). The
+    window stream between the two nodes does not exist in the generated design.
+    """
+    where = f"layers '{window_node.name}' -> '{pool_node.name}'"
+    ih, iw, channels, k, stride, _ = sliding_window_geometry(window_node, window)
+    if k != stride:
+        raise FlowError(f"{where}: a max-pool window needs kernel == stride (kernel {k}, stride {stride})")
+    function = pool.get_nodeattr("Function")
+    if function != "MaxPool":
+        raise FlowError(f"{where}: pool function {function} has no HLS kernel (MaxPool only)")
+    pe, pool_channels = pool.get_nodeattr("PE"), pool.get_nodeattr("Channels")
+    pool_kernel, out_dims = list(pool.get_nodeattr("KernelSize")), list(pool.get_nodeattr("OutImgDims"))
+    oh, ow = ih // k, iw // k
+    if pool_channels != channels or pool_kernel != [k, k] or out_dims != [oh, ow]:
+        raise FlowError(
+            f"{where}: the Pool (Channels {pool_channels}, KernelSize {pool_kernel}, OutImgDims {out_dims}) "
+            f"does not pool the window's {channels}-channel {k}x{k} windows into {[oh, ow]}"
+        )
+    if channels % pe:
+        raise FlowError(f"{where}: Channels {channels} is not a multiple of the Pool's PE {pe}")
+    idt, odt = window.get_input_datatype(0), pool.get_output_datatype()
+    if pool.get_input_datatype(0) != idt or odt != idt:
+        raise FlowError(f"{where}: max-pool types differ ({idt.name} -> {pool.get_input_datatype(0).name} -> {odt.name})")
+    width = pe * dtype_bits(idt)
+    if pool.get_outstream_width(0) != width:
+        raise FlowError(f"layer '{pool_node.name}': output stream width {pool.get_outstream_width(0)} != PE x bits = {width}")
+    # the pixel stream is C channels per pixel, channel innermost, lane 0 lowest: a window
+    # SIMD other than the Pool's PE is a re-cut of the same bit string (converter before)
+    call = (
+        f"bnn::maxpool<{ih}, {iw}, {channels // pe}, {pe}, {k}, {hls_type(idt)} >"
+        f"({{src}}, {{dst}}, {images});"
+    )
+    return Stage(
+        call, width, name=c_identifier(pool_node.name), in_bits=width, out_words=oh * ow * (channels // pe),
+        layers=(window_node.name, pool_node.name),
+    )
+
+
+def is_sliding_window(node) -> bool:
+    return node.op_type.startswith("ConvolutionInputGenerator")
+
+
+def is_pool(node) -> bool:
+    return node.op_type in ("Pool", "Pool_hls")
+
+
+def layer_stages(model, nodes, images: str) -> list[Stage]:
+    """The kernel stage of every layer of the chain ``nodes``; a depthwise window and the max
+    Pool after it are one stage (see maxpool_stage)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    stages, i = [], 0
+    while i < len(nodes):
+        node, inst = nodes[i], getCustomOp(nodes[i])
+        if is_sliding_window(node) and inst.get_nodeattr("depthwise"):
+            following = nodes[i + 1] if i + 1 < len(nodes) else None
+            if following is None or not is_pool(following):
+                raise FlowError(
+                    f"layer '{node.name}': a depthwise sliding window has an HLS kernel only as the window of a "
+                    f"max Pool, fused with it; it is followed by "
+                    f"{'nothing' if following is None else repr(following.name) + ' (' + following.op_type + ')'}"
+                )
+            stages.append(maxpool_stage(node, inst, following, getCustomOp(following), images))
+            i += 2
+            continue
+        if is_pool(node):
+            raise FlowError(f"layer '{node.name}': a Pool has an HLS kernel only after its depthwise sliding window")
+        stage = layer_stage(model, node, images)
+        stage.in_bits = inst.get_instream_width(0)
+        stage.out_words = stage.out_words or int(np.prod(inst.get_folded_output_shape()[1:-1]))
+        stage.layers = (node.name,)
+        stages.append(stage)
+        i += 1
+    return stages
+
+
 def layer_stage(model, node, images: str) -> Stage:
     from qonnx.custom_op.registry import getCustomOp
 
@@ -248,9 +392,12 @@ def layer_stage(model, node, images: str) -> Stage:
         return thresholding_stage(model, node, inst, images)
     if node.op_type.startswith("LabelSelect"):
         return label_select_stage(model, node, inst, images)
+    if is_sliding_window(node):
+        return sliding_window_stage(model, node, inst, images)
     raise FlowError(
         f"layer '{node.name}' ({node.op_type}) has no HLS kernel in hls_templates/; "
-        "supported: MVAU, Thresholding, LabelSelect"
+        "supported: MVAU, Thresholding, LabelSelect, ConvolutionInputGenerator, "
+        "depthwise ConvolutionInputGenerator + Pool (MaxPool)"
     )
 
 
@@ -305,13 +452,11 @@ def build_network(model, top: str, dma_width_bits: int) -> Network:
     if pad8(in_width) != in_width:
         stages.append(Stage(f"bnn::repad<{pad8(in_width)}, {in_width}, {in_words}>({{src}}, {{dst}}, {images});", in_width))
     stream = Stream(in_width, in_words)
-    for node in nodes:
-        inst = getCustomOp(node)
-        converters, stream = converter_stages(stream, inst.get_instream_width(0), images)
+    for stage in layer_stages(model, nodes, images):
+        converters, stream = converter_stages(stream, stage.in_bits, images)
         stages += converters
-        stage = layer_stage(model, node, images)
         stages.append(stage)
-        stream = Stream(stage.out_bits, int(np.prod(inst.get_folded_output_shape()[1:-1])))
+        stream = Stream(stage.out_bits, stage.out_words)
 
     # output: the last layer's words, byte-padded, re-cut into DMA words
     net.out_bytes = pad8(stream.bits) // 8 * stream.words_per_image
@@ -340,7 +485,8 @@ def top_source(net: Network) -> tuple[str, str]:
         f"#define {net.top.upper()}_IN_BITS {net.in_axis_bits}\n#define {net.top.upper()}_OUT_BITS {net.out_axis_bits}\n\n"
         f"{signature};\n\n#endif\n"
     )
-    includes = ['"mvtu.h"', '"thresholding.h"', '"label_select.h"', '"dwc.h"', f'"{net.top}.h"']
+    includes = ['"mvtu.h"', '"thresholding.h"', '"label_select.h"', '"sliding_window.h"', '"maxpool.h"', '"dwc.h"']
+    includes.append(f'"{net.top}.h"')
     includes += [f'"params/{s.name}.h"' for s in net.stages if s.header]
     lines = ["// Network top (generated by flow.hls from the folded dataflow model)."]
     lines += [f"#include {i}" for i in includes]
@@ -493,7 +639,7 @@ def generate(model, out_dir: Path, top: str, board: Board) -> Network:
             "in_bytes_per_image": net.in_bytes,
             "out_bytes_per_image": net.out_bytes,
             "io_shape_dict": net.io_shape_dict,
-            "layers": [s.name for s in net.stages if s.name],
+            "layers": [layer for s in net.stages for layer in s.layers],
         },
         indent=2,
     )

@@ -1,5 +1,7 @@
 """FINN-compatible binarized networks built from Brevitas layers.
 
+MLPs (TFC/SFC/LFC) and CNV, the six-convolution network of FINN/BNN-PYNQ.
+
 The MLPs follow Brevitas' bnn_pynq TFC/SFC/LFC: a binarized input, then per
 hidden layer QuantLinear (no bias) -> BatchNorm1d -> binary activation, then a
 last QuantLinear. Differences, each for the accelerator's sake:
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
-from brevitas.nn import QuantIdentity, QuantLinear
+from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
 from torch import nn
 
 from flow.errors import FlowError
@@ -77,12 +79,86 @@ class BinaryMLP(nn.Module):
         return self.features(x)
 
 
+# CNV: pairs of 3x3 binary convolutions (no padding), a 2x2 max-pool after
+# the first two pairs, then two binary FC layers: 32x32 -> 30 -> 28 -> 14 ->
+# 12 -> 10 -> 5 -> 3 -> 1, as FINN/BNN-PYNQ's CNV-W1A1.
+CNV_CONV_CHANNELS = ((64, 64), (128, 128), (256, 256))
+CNV_POOLED_PAIRS = 2
+CNV_FC = (512, 512)
+# block order per model name: where the 2x2 max-pool sits in a pooled block
+CNV_BLOCK_ORDERS = {
+    "cnv": "conv-pool-bn",  # conv -> max-pool -> batch-norm -> sign (the spec's order)
+    "cnv-bnn-pynq": "conv-bn-pool",  # conv -> batch-norm -> sign -> max-pool (Brevitas bnn_pynq)
+}
+
+
+class BinaryCNV(nn.Module):
+    """CNV-W1A1: the first convolution reads the 8-bit pixels with bipolar weights.
+
+    The pixels are mapped to [-1, 1] exactly as the MLPs do (no input
+    quantizer: 0..255 integers are already the 8-bit input the hardware
+    reads); every later convolution and FC layer is binary x binary.
+    ``block_order`` places the max-pool before batch-norm (``conv-pool-bn``)
+    or after the sign (``conv-bn-pool``); both compute the same function
+    when every batch-norm scale is positive, and the build moves the
+    max-pool past the thresholds in either case (flow.build).
+    """
+
+    def __init__(self, quant: BinaryQuantizers, in_channels: int, num_classes: int = 10,
+                 block_order: str = "conv-pool-bn"):
+        super().__init__()
+        if block_order not in CNV_BLOCK_ORDERS.values():
+            raise FlowError(f"unknown CNV block order '{block_order}'")
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for pair, widths in enumerate(CNV_CONV_CHANNELS):
+            for i, out_channels in enumerate(widths):
+                pooled = pair < CNV_POOLED_PAIRS and i == len(widths) - 1
+                layers.append(QuantConv2d(channels, out_channels, 3, bias=False, weight_quant=quant.weight))
+                if pooled and block_order == "conv-pool-bn":
+                    layers.append(nn.MaxPool2d(2))
+                layers += [
+                    nn.BatchNorm2d(out_channels),
+                    QuantIdentity(act_quant=quant.act, features=out_channels),
+                ]
+                if pooled and block_order == "conv-bn-pool":
+                    layers.append(nn.MaxPool2d(2))
+                channels = out_channels
+        layers.append(nn.Flatten())
+        width = channels  # the last convolution's output is 1 x 1
+        for out_features in CNV_FC:
+            layers += [
+                QuantLinear(width, out_features, bias=False, weight_quant=quant.weight),
+                nn.BatchNorm1d(out_features),
+                QuantIdentity(act_quant=quant.act, features=out_features),
+            ]
+            width = out_features
+        layers += [
+            QuantLinear(width, num_classes, bias=False, weight_quant=quant.weight),
+            LogitScale(1.0 / math.sqrt(width)),
+        ]
+        self.features = nn.Sequential(*layers)
+        for module in self.modules():
+            if isinstance(module, (QuantLinear, QuantConv2d)):
+                nn.init.uniform_(module.weight, -1.0, 1.0)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.features(pixels * (2.0 / 255.0) - 1.0)
+
+
 def build_model(name: str, quant: str, image_shape: tuple[int, ...], num_classes: int = 10) -> nn.Module:
     quantizers = get_quantizers(quant)
     if name in MLP_HIDDEN:
         return BinaryMLP(MLP_HIDDEN[name], quantizers, math.prod(image_shape), num_classes)
-    raise FlowError(f"unknown model '{name}'; known models: {', '.join(MLP_HIDDEN)}")
+    if name in CNV_BLOCK_ORDERS:
+        if tuple(image_shape[1:]) != (32, 32):
+            raise FlowError(
+                f"model {name} takes 32x32 images, the dataset has {'x'.join(map(str, image_shape))}; "
+                "use DATASET=cifar10, fashion-mnist32 or fashion-mnist32-rgb"
+            )
+        return BinaryCNV(quantizers, image_shape[0], num_classes, CNV_BLOCK_ORDERS[name])
+    raise FlowError(f"unknown model '{name}'; known models: {', '.join(known_models())}")
 
 
 def known_models() -> list[str]:
-    return list(MLP_HIDDEN)
+    return [*MLP_HIDDEN, *CNV_BLOCK_ORDERS]

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from brevitas.nn import QuantLinear
+from brevitas.nn import QuantConv2d, QuantLinear
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from flow import data as datasets
@@ -97,18 +97,20 @@ def start_distributed(device: str) -> Distributed:
         return Distributed()
     import torch.distributed as dist
 
-    backend = "nccl" if device.startswith("cuda") else "gloo"
+    backend = "nccl" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "gloo"
     dist.init_process_group(backend)
     return Distributed(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def resolve_device(device: str, distributed: Distributed) -> torch.device:
+    if device == "auto":  # `make train`'s default: CUDA when this machine has it
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise FlowError(f"device {device}: no CUDA device available (use --device cpu)")
         return torch.device("cuda", distributed.local_rank) if distributed.active else torch.device(device)
     if device != "cpu":
-        raise FlowError(f"unknown device '{device}'; use cpu or cuda")
+        raise FlowError(f"unknown device '{device}'; use auto, cpu or cuda")
     return torch.device("cpu")
 
 
@@ -116,7 +118,7 @@ def clip_latent_weights(model: torch.nn.Module) -> None:
     """BinaryConnect: keep latent weights in [-1, 1], where sign() still reacts to updates."""
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, QuantLinear):
+            if isinstance(module, (QuantLinear, QuantConv2d)):
                 module.weight.clamp_(-1.0, 1.0)
 
 

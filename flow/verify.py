@@ -15,15 +15,25 @@ The layers are the accelerator's, by name (``RUN_DIR/hw``); the streamlined
 and HW graphs keep the tensor names that the dataflow layers output. On a
 mismatch the report names the first layer that diverges and its first
 differing element. Written to ``report/verification.json``.
+
+Convolutional networks: PyTorch and QONNX hold NCHW maps, the accelerator
+streams NHWC; they are compared in the accelerator's order. In a
+conv -> max-pool -> batch-norm -> sign block the activation PyTorch sees is
+the accelerator's pool output (the build moved the pool past the thresholds),
+and channels whose batch-norm scale is negative arrive negated (the build
+absorbed that sign into the next layer's weights, flow.reorder): the ladder
+negates those channels of the PyTorch/QONNX values before comparing.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from flow.emulate import Emulator, run_dataset, wrap
@@ -32,6 +42,7 @@ from flow.errors import FlowError
 console = Console()
 
 LEVELS = ["pytorch", "qonnx", "streamlined", "hw_graph", "emulator"]
+LADDER_ELEMENTS = 40_000_000  # outputs of the largest layer per chunk of images (CNV: ~90 images)
 LEVEL_TITLES = {
     "pytorch": "PyTorch (Brevitas)",
     "qonnx": "QONNX",
@@ -51,6 +62,9 @@ class Boundaries:
     score_width: int
     label: str | None
     tensors: dict[str, str] = field(default_factory=dict)  # layer -> output tensor name
+    # per activation quantizer of the model (PyTorch/QONNX order): the HW layer that outputs the
+    # same values, and the channels it carries negated (None: none)
+    taps: list[tuple[str, np.ndarray | None]] = field(default_factory=list)
 
 
 def boundaries_of(emulator: Emulator) -> Boundaries:
@@ -79,14 +93,62 @@ def popcount_from_dot(dot: np.ndarray, width: int) -> np.ndarray | None:
     return ((np.round(dot).astype(np.int64) + width) // 2)
 
 
-def stack_contexts(contexts: list[dict], names: list[str]) -> dict[str, np.ndarray]:
-    return {name: np.concatenate([c[name] for c in contexts]).reshape(sum(len(c[name]) for c in contexts), -1) for name in names}
+def stream_bits(values: np.ndarray, negated: np.ndarray | None) -> np.ndarray:
+    """+-1 activations (N x C [x H x W]) -> the accelerator's bits, N x elements in its stream order."""
+    if negated is not None:
+        values = values * np.where(negated, -1, 1).reshape(1, -1, *([1] * (values.ndim - 2)))
+    if values.ndim == 4:
+        values = values.transpose(0, 2, 3, 1)  # NCHW -> the NHWC pixel stream
+    return (values.reshape(len(values), -1) > 0).astype(np.int64)
+
+
+def activation_taps(model, emulator: Emulator) -> list[tuple[str, np.ndarray | None]]:
+    """For each activation quantizer of ``model`` (PyTorch), the HW layer holding the same values.
+
+    The i-th quantizer follows the i-th MVAU with thresholds; when a max-pool
+    sits between its convolution and its batch-norm, the accelerator's values
+    are that MVAU's pool output, with the channels of negative batch-norm
+    scale negated (see the module docstring).
+    """
+    from brevitas.nn import QuantIdentity
+    from torch import nn
+
+    layers_in_order = list(model.features)  # flow.models: every network is one nn.Sequential
+    blocks = []  # per activation quantizer: (pooled before batch-norm?, negated channels)
+    for i, module in enumerate(layers_in_order):
+        if not isinstance(module, QuantIdentity):
+            continue
+        norm = layers_in_order[i - 1] if i >= 1 and isinstance(layers_in_order[i - 1], nn.BatchNorm2d | nn.BatchNorm1d) else None
+        pooled = norm is not None and i >= 2 and isinstance(layers_in_order[i - 2], nn.MaxPool2d)
+        negated = norm.weight.detach().numpy() < 0 if pooled else None
+        blocks.append((pooled, negated if negated is not None and negated.any() else None))
+    layers = emulator.layers
+    thresholded = [j for j, layer in enumerate(layers) if layer.kind == "mvau" and not layer.spec["no_activation"]]
+    thresholded += [j for j, layer in enumerate(layers) if layer.kind == "thresholding"]
+    thresholded.sort()
+    if len(thresholded) != len(blocks):
+        raise FlowError(
+            f"the model has {len(blocks)} activation quantizers, but the accelerator has "
+            f"{len(thresholded)} threshold layers; cannot align the ladder"
+        )
+    taps = []
+    for (pooled, negated), j in zip(blocks, thresholded):
+        name = layers[j].name
+        if pooled:
+            pool = next((layer for layer in layers[j + 1 :] if layer.kind == "maxpool"), None)
+            if pool is None:
+                raise FlowError(f"layer '{name}': the model pools before its batch-norm, but no max-pool follows in the accelerator")
+            name = pool.name
+        taps.append((name, negated))
+    return taps
 
 
 # --------------------------------------------------------------------------- levels
+# Each level is made once (its model loaded) and then called on chunks of images:
+# images -> {HW layer name: N x elements integer array}.
 
 
-def pytorch_level(run_dir: Path, images: np.ndarray, b: Boundaries) -> dict[str, np.ndarray]:
+def pytorch_level(run_dir: Path, b: Boundaries):
     import torch
     from brevitas.nn import QuantIdentity, QuantLinear
 
@@ -94,34 +156,31 @@ def pytorch_level(run_dir: Path, images: np.ndarray, b: Boundaries) -> dict[str,
 
     model, _ = load_trained_model(run_dir / "checkpoint.pt")
     acts = [m for m in model.modules() if isinstance(m, QuantIdentity)]
-    linears = [m for m in model.modules() if isinstance(m, QuantLinear)]
-    if len(acts) != len(b.activations):
-        raise FlowError(
-            f"{run_dir / 'checkpoint.pt'}: {len(acts)} activation quantizers, but the accelerator has "
-            f"{len(b.activations)} threshold layers; cannot align the ladder"
-        )
-    captured: dict[int, list] = {i: [] for i in range(len(acts) + 1)}
-    hooks = [m.register_forward_hook(lambda _m, _i, out, i=i: captured[i].append(out.detach().numpy())) for i, m in enumerate(acts)]
-    hooks.append(linears[-1].register_forward_hook(lambda _m, _i, out: captured[len(acts)].append(out.detach().numpy())))
-    logits = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(images), 1000):
-                logits.append(model(torch.from_numpy(images[start : start + 1000]).float()).numpy())
-    finally:
-        for hook in hooks:
-            hook.remove()
-    out = {name: (np.concatenate(captured[i]) > 0).astype(np.int64) for i, name in enumerate(b.activations)}
-    if b.score is not None:
-        score = popcount_from_dot(np.concatenate(captured[len(acts)]), b.score_width)
-        if score is not None:
-            out[b.score] = score
-    if b.label is not None:
-        out[b.label] = np.concatenate(logits).argmax(axis=1)[:, None]
-    return out
+    last_linear = [m for m in model.modules() if isinstance(m, QuantLinear)][-1]
+
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        captured: dict[int, np.ndarray] = {}
+        hooks = [m.register_forward_hook(lambda _m, _i, out, i=i: captured.__setitem__(i, out.detach().numpy())) for i, m in enumerate(acts)]
+        hooks.append(last_linear.register_forward_hook(lambda _m, _i, out: captured.__setitem__(len(acts), out.detach().numpy())))
+        try:
+            with torch.no_grad():
+                logits = model(torch.from_numpy(images).float()).numpy()
+        finally:
+            for hook in hooks:
+                hook.remove()
+        out = {name: stream_bits(captured[i], negated) for i, (name, negated) in enumerate(b.taps)}
+        if b.score is not None:
+            score = popcount_from_dot(captured[len(acts)], b.score_width)
+            if score is not None:
+                out[b.score] = score
+        if b.label is not None:
+            out[b.label] = logits.argmax(axis=1)[:, None]
+        return out
+
+    return run
 
 
-def qonnx_level(run_dir: Path, images: np.ndarray, b: Boundaries) -> dict[str, np.ndarray]:
+def qonnx_level(run_dir: Path, b: Boundaries):
     from qonnx.core.modelwrapper import ModelWrapper
 
     from flow.graphs import execute_batched
@@ -130,26 +189,29 @@ def qonnx_level(run_dir: Path, images: np.ndarray, b: Boundaries) -> dict[str, n
     quant_acts = [
         n.output[0] for n in model.graph.node if n.op_type == "BipolarQuant" and model.get_initializer(n.input[0]) is None
     ]
-    if len(quant_acts) != len(b.activations):
+    if len(quant_acts) != len(b.taps):
         raise FlowError(
-            f"{run_dir / 'model.onnx'}: {len(quant_acts)} BipolarQuant activations, but the accelerator has "
-            f"{len(b.activations)} threshold layers; cannot align the ladder"
+            f"{run_dir / 'model.onnx'}: {len(quant_acts)} BipolarQuant activations, but the checkpoint has "
+            f"{len(b.taps)} activation quantizers; cannot align the ladder"
         )
     matmuls = [n.output[0] for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
     out_name = model.graph.output[0].name
-    contexts = execute_batched(model, images, return_context=True)
-    tensors = stack_contexts(contexts, quant_acts + matmuls[-1:] + [out_name])
-    out = {name: (tensors[t] > 0).astype(np.int64) for name, t in zip(b.activations, quant_acts)}
-    if b.score is not None and matmuls:
-        score = popcount_from_dot(tensors[matmuls[-1]], b.score_width)
-        if score is not None:
-            out[b.score] = score
-    if b.label is not None:
-        out[b.label] = tensors[out_name].argmax(axis=1)[:, None]
-    return out
+
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        tensors = execute_batched(model, images, batch=len(images), keep=quant_acts + matmuls[-1:] + [out_name])
+        out = {name: stream_bits(tensors[t], negated) for (name, negated), t in zip(b.taps, quant_acts)}
+        if b.score is not None and matmuls:
+            score = popcount_from_dot(tensors[matmuls[-1]].reshape(len(images), -1), b.score_width)
+            if score is not None:
+                out[b.score] = score
+        if b.label is not None:
+            out[b.label] = tensors[out_name].reshape(len(images), -1).argmax(axis=1)[:, None]
+        return out
+
+    return run
 
 
-def finn_graph_level(path: Path, images: np.ndarray, b: Boundaries) -> dict[str, np.ndarray]:
+def finn_graph_level(path: Path, b: Boundaries):
     """The streamlined or HW-layer graph: the accelerator layers' output tensors, by name."""
     from qonnx.core.modelwrapper import ModelWrapper
 
@@ -160,15 +222,18 @@ def finn_graph_level(path: Path, images: np.ndarray, b: Boundaries) -> dict[str,
     model = ModelWrapper(str(path))
     present = {t for n in model.graph.node for t in n.output}
     names = {layer: tensor for layer, tensor in b.tensors.items() if tensor in present}
-    contexts = execute_batched(model, images, return_context=True)
-    tensors = stack_contexts(contexts, list(names.values()))
-    out = {}
-    for layer, tensor in names.items():
-        values = tensors[tensor]
-        if model.get_tensor_datatype(tensor).name == "BIPOLAR":
-            values = (values + 1) / 2  # the accelerator streams bipolar values as bits
-        out[layer] = np.round(values).astype(np.int64)
-    return out
+
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        tensors = execute_batched(model, images, batch=len(images), keep=list(names.values()))
+        out = {}
+        for layer, tensor in names.items():
+            values = tensors[tensor].reshape(len(images), -1)
+            if model.get_tensor_datatype(tensor).name == "BIPOLAR":
+                values = (values + 1) / 2  # the accelerator streams bipolar values as bits
+            out[layer] = np.round(values).astype(np.int64)
+        return out
+
+    return run
 
 
 # --------------------------------------------------------------------------- comparison
@@ -201,6 +266,32 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
     return result
 
 
+def single_blas_thread() -> None:
+    """Worker initializer: one BLAS / torch thread per process (the processes share the cores)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
+def merge(total: dict, chunk: dict, first_image: int) -> None:
+    """Add one chunk's per-layer comparison (images ``first_image``...) to the running one."""
+    for layer, entry in chunk.items():
+        if layer not in total:
+            total[layer] = {"compared": entry["compared"]}
+            if entry["compared"]:
+                total[layer]["mismatched_images"] = 0
+        if not entry["compared"]:
+            continue
+        total[layer]["mismatched_images"] += entry["mismatched_images"]
+        difference = entry.get("first_difference")
+        if difference is not None and "first_difference" not in total[layer]:
+            total[layer]["first_difference"] = (
+                {**difference, "image": difference["image"] + first_image} if isinstance(difference, dict) else difference
+            )
+
+
 def diagnose(emulator: Emulator, layer_name: str, difference: dict) -> str | None:
     """Name an accumulator overflow when the emulator's value is the reference wrapped into the hardware type."""
     layer = next(layer for layer in emulator.layers if layer.name == layer_name)
@@ -215,31 +306,113 @@ def diagnose(emulator: Emulator, layer_name: str, difference: dict) -> str | Non
     return None
 
 
-def verify(run_dir: Path, num_images: int | None = None) -> dict:
-    """Run the ladder on ``num_images`` test images (default: all); write and return the report."""
+@dataclass
+class LadderResult:
+    """The ladder's comparisons over a range of images."""
+
+    layers: dict[str, dict] = field(default_factory=lambda: {level: {} for level in LEVELS[1:]})
+    correct: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LEVELS, 0))
+    labelled: set[str] = field(default_factory=set)  # levels that output the label
+
+    def add(self, other: "LadderResult", first_image: int) -> None:
+        for level in LEVELS[1:]:
+            merge(self.layers[level], other.layers[level], first_image)
+        for level in LEVELS:
+            self.correct[level] += other.correct[level]
+        self.labelled |= other.labelled
+
+
+def ladder_setup(run_dir: Path):
+    """(emulator, boundaries, test images, labels) of a built and trained run."""
     from flow import data as datasets
-    from flow.build import write_json
+    from flow.export import load_trained_model
 
     emulator = Emulator(run_dir / "hw")  # checks every sha256 before anything runs
     b = boundaries_of(emulator)
+    b.taps = activation_taps(load_trained_model(run_dir / "checkpoint.pt")[0], emulator)
     dataset = datasets.load(run_dataset(run_dir))
-    images, labels = dataset.test_images, dataset.test_labels
+    return emulator, b, dataset, dataset.test_images, dataset.test_labels
+
+
+def ladder_chunk_size(emulator: Emulator) -> int:
+    """Images per chunk: the ladder holds every layer's output of a chunk at five levels."""
+    largest = max(int(np.prod(layer.spec["output_shape"])) for layer in emulator.layers)
+    return max(1, min(1000, LADDER_ELEMENTS // largest))
+
+
+def run_ladder(run_dir: Path, start: int, stop: int, show_progress: bool = False) -> LadderResult:
+    """The five levels on test images ``start`` .. ``stop`` - 1, compared chunk by chunk.
+
+    Image indices in the result count from ``start``. Runs in a worker process
+    too (``verify`` splits the test set over CPU cores), so it loads everything itself.
+    """
+    emulator, b, _, images, labels = ladder_setup(run_dir)
+    images, labels = images[start:stop], labels[start:stop]
+    run_level = {
+        "pytorch": pytorch_level(run_dir, b),
+        "qonnx": qonnx_level(run_dir, b),
+        "streamlined": finn_graph_level(run_dir / "intermediate_models" / "step_streamline.onnx", b),
+        "hw_graph": finn_graph_level(run_dir / "intermediate_models" / "step_convert_to_hw.onnx", b),
+        "emulator": emulator.execute_layers,
+    }
+    chunk = ladder_chunk_size(emulator)
+    result = LadderResult()
+    with Progress(TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  disable=not show_progress or os.environ.get("CI") == "true") as progress:
+        task = progress.add_task("images", total=len(images))
+        for first in range(0, len(images), chunk):
+            part = images[first : first + chunk]
+            outputs = {level: run_level[level](part) for level in LEVELS}
+            part_result = LadderResult()
+            for i, level in enumerate(LEVELS):
+                if b.label in outputs[level]:
+                    part_result.labelled.add(level)
+                    part_result.correct[level] = int((outputs[level][b.label][:, 0] == labels[first : first + chunk]).sum())
+                if i > 0:
+                    part_result.layers[level] = compare(outputs[LEVELS[i - 1]], outputs[level], b.names)
+            result.add(part_result, first)
+            progress.advance(task, len(part))
+    return result
+
+
+def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None) -> dict:
+    """Run the ladder on ``num_images`` test images (default: all); write and return the report.
+
+    Test sets of several chunks are split over ``jobs`` worker processes
+    (default: the CPU count, at most 4; each with one BLAS thread).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from flow.build import write_json
+
+    emulator, b, dataset, images, labels = ladder_setup(run_dir)
     if num_images is not None:
         images, labels = images[:num_images], labels[:num_images]
-    outputs = {
-        "pytorch": pytorch_level(run_dir, images, b),
-        "qonnx": qonnx_level(run_dir, images, b),
-        "streamlined": finn_graph_level(run_dir / "intermediate_models" / "step_streamline.onnx", images, b),
-        "hw_graph": finn_graph_level(run_dir / "intermediate_models" / "step_convert_to_hw.onnx", images, b),
-        "emulator": emulator.execute_layers(images),
-    }
+    chunk = ladder_chunk_size(emulator)
+    chunks = -(-len(images) // chunk)
+    jobs = max(1, min(jobs or min(os.cpu_count() or 1, 4), chunks))
+    result = LadderResult()
+    if jobs == 1:
+        result = run_ladder(run_dir, 0, len(images), show_progress=True)
+    else:
+        per_job = -(-chunks // jobs) * chunk
+        bounds = [(start, min(start + per_job, len(images))) for start in range(0, len(images), per_job)]
+        console.print(f"verify: {len(images)} images in {len(bounds)} worker processes")
+        # spawn, not fork: the parent has started torch's and BLAS' thread pools
+        with ProcessPoolExecutor(len(bounds), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=single_blas_thread) as pool:
+            futures = [pool.submit(run_ladder, run_dir, start, stop) for start, stop in bounds]
+            for (start, _), future in zip(bounds, futures):
+                result.add(future.result(), start)
+    layer_results, correct, labelled = result.layers, result.correct, result.labelled
     levels = []
     for i, level in enumerate(LEVELS):
         entry = {"level": level, "title": LEVEL_TITLES[level]}
-        if b.label in outputs[level]:
-            entry["accuracy"] = float((outputs[level][b.label][:, 0] == labels).mean())
+        if level in labelled:
+            entry["accuracy"] = correct[level] / len(images)
         if i > 0:
-            layers = compare(outputs[LEVELS[i - 1]], outputs[level], b.names)
+            layers = layer_results[level]
             diverging = [name for name in b.names if layers[name].get("mismatched_images")]
             entry.update(
                 compared_with=LEVELS[i - 1],

@@ -32,7 +32,7 @@ def run_flow(*args: str, check: bool = True, timeout: float = 900, env: dict | N
     return result
 
 
-def make_run(root: Path, model: str, epochs: int, **train_options: str) -> Path:
+def make_run(root: Path, model: str, epochs: int, build_options: tuple[str, ...] = (), **train_options: str) -> Path:
     """train + export + build into ``root/model``: a complete run directory.
 
     Development shortcut: with ``FLOW_TEST_RUNS=DIR`` the run is copied from
@@ -47,7 +47,7 @@ def make_run(root: Path, model: str, epochs: int, **train_options: str) -> Path:
     options = [f"--{k.replace('_', '-')}={v}" for k, v in train_options.items()]
     run_flow("train", "--out", out, "--model", model, "--epochs", epochs, *options)
     run_flow("export", out)
-    run_flow("build", out / "model.onnx", "--board", "pynq-z2", "--out", out)
+    run_flow("build", out / "model.onnx", "--board", "pynq-z2", "--out", out, *build_options)
     return out
 
 

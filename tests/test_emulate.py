@@ -165,8 +165,8 @@ def networks(draw):
 def finn_layer_outputs(model, images: np.ndarray) -> dict[str, np.ndarray]:
     from flow.graphs import execute_batched
 
-    (context,) = execute_batched(model, images, batch=len(images), return_context=True)
-    return {node.name: context[node.output[0]].reshape(len(images), -1) for node in model.graph.node}
+    tensors = execute_batched(model, images, batch=len(images), keep=[node.output[0] for node in model.graph.node])
+    return {node.name: tensors[node.output[0]].reshape(len(images), -1) for node in model.graph.node}
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -3,8 +3,9 @@
 Per kernel, >= 50 random foldings/weights/thresholds are compiled into one
 translation unit (one g++ run per kernel) and checked against the emulator
 (the single-layer design's hardware artifacts); the width converter against
-the identity of the bit string it re-cuts. The whole TFC and SFC designs are
-checked on the full test set.
+the identity of the bit string it re-cuts. Small random convolutional chains
+(sliding window -> MVAU -> fused max-pool -> ...) are checked against the
+emulator too. The whole TFC and SFC designs are checked on the full test set.
 """
 
 from __future__ import annotations
@@ -131,8 +132,8 @@ def check_kernel(tmp_path: Path, models: list[ModelWrapper], seed: int) -> None:
     rng = np.random.default_rng(seed)
     files, nets = {}, []
     for i, model in enumerate(models):
-        for node in model.graph.node:
-            node.name = f"k{i}_{node.op_type}"  # unique parameter names in the shared unit
+        for j, node in enumerate(model.graph.node):
+            node.name = f"k{i}_{j}_{node.op_type}"  # unique parameter names in the shared unit
         net, net_files = network_files(model, f"k{i}", BOARD.dma_width_bits)
         nets.append(net)
         files.update(net_files)
@@ -408,3 +409,123 @@ def test_sliding_window_and_maxpool_kernels(tmp_path):
     outputs = result.stdout.split("\n")
     failures = [name for name, out, exp in zip(names, outputs, expected) if out.strip() != exp]
     assert len(outputs) >= len(expected) and not failures, f"wrong output from {failures[:5]}"
+
+
+# --------------------------------------------------------------------------- convolutional chains
+
+
+def chain_model(layers: list[tuple[str, dict, dict]], idt, in_shape, out_shape) -> ModelWrapper:
+    """A dataflow model of a chain of HW layers: (op_type, attrs, params name -> (array, dtype))."""
+    nodes, initializers = [], []
+    for j, (op_type, attrs, params) in enumerate(layers):
+        names = {name: f"{name}{j}" for name in params}
+        nodes.append(helper.make_node(
+            op_type, [f"t{j}", *names.values()], [f"t{j + 1}"], name=f"{op_type}_{j}",
+            domain="finn.custom_op.fpgadataflow" + {"_rtl": ".rtl", "_hls": ".hls"}.get(op_type[-4:], ""),
+            backend="fpgadataflow", **attrs,
+        ))
+        initializers += [(names[name], value, dtype) for name, (value, dtype) in params.items()]
+    inp = helper.make_tensor_value_info("t0", TensorProto.FLOAT, in_shape)
+    out = helper.make_tensor_value_info(f"t{len(layers)}", TensorProto.FLOAT, out_shape)
+    model = ModelWrapper(qonnx_make_model(helper.make_graph(nodes, "conv_chain", [inp], [out])))
+    model.set_tensor_datatype("t0", idt)
+    for name, value, dtype in initializers:
+        model.set_initializer(name, value.astype(np.float32))
+        model.set_tensor_datatype(name, dtype)
+    return model
+
+
+def divisor(rng, n: int) -> int:
+    return int(rng.choice([d for d in range(1, n + 1) if n % d == 0]))
+
+
+def random_conv_chain(rng) -> ModelWrapper:
+    """sliding window -> conv MVAU (-> depthwise window + max Pool) -> sliding window -> conv MVAU,
+    random sizes, foldings (window SIMD, MVAU SIMD and Pool PE independent) and data types."""
+    h, w, c = int(rng.integers(4, 9)), int(rng.integers(4, 9)), int(rng.choice([1, 2, 3, 4]))
+    first_idt = DataType[str(rng.choice(["BINARY", "UINT4", "INT3"]))]
+    idt, layers = first_idt, []
+    pool = bool(rng.random() < 0.7)
+    for conv in range(2):
+        k = int(rng.integers(1, min(h, w, 3) + 1))
+        s = int(rng.integers(1, 3)) if k > 1 else 1
+        oh, ow = (h - k) // s + 1, (w - k) // s + 1
+        layers.append(("ConvolutionInputGenerator_rtl", dict(
+            ConvKernelDim=[k, k], IFMChannels=c, IFMDim=[h, w], OFMDim=[oh, ow], SIMD=divisor(rng, c), Stride=[s, s],
+            Dilation=[1, 1], inputDataType=idt.name, outputDataType=idt.name, depthwise=0), {}))
+        mw, mh = k * k * c, int(rng.choice([2, 4, 6, 8]))
+        xnor = idt == DataType["BINARY"]
+        if xnor:
+            wdt, weights, lo, hi = DataType["BINARY"], rng.integers(0, 2, size=(mw, mh)), 0, mw
+        else:
+            wdt = DataType[str(rng.choice(["BIPOLAR", "INT2"]))]
+            weights = rng.choice([-1, 1], size=(mw, mh)) if wdt == DataType["BIPOLAR"] else rng.integers(-2, 2, size=(mw, mh))
+            big = mw * max(abs(idt.min()), abs(idt.max())) * (1 if wdt == DataType["BIPOLAR"] else 2)
+            lo, hi = -big, big
+        attrs = dict(MW=mw, MH=mh, SIMD=divisor(rng, mw), PE=divisor(rng, mh), inputDataType=idt.name,
+                     weightDataType=wdt.name, binaryXnorMode=int(xnor), numInputVectors=[1, oh, ow],
+                     mem_mode="internal_embedded")
+        params = {"weights": (weights, wdt)}
+        if conv == 1 and rng.random() < 0.5:
+            odt = int_type(lo, hi)
+            attrs.update(noActivation=1, outputDataType=odt.name, accDataType=odt.name)
+        else:
+            odt = DataType[str(rng.choice(["BINARY", "UINT2"]))]
+            steps = 1 if odt == DataType["BINARY"] else 3
+            thresholds = sorted_thresholds(rng, mh, steps, lo, hi)
+            params["thresholds"] = (thresholds, int_type(min(lo, thresholds.min()), max(hi, thresholds.max())))
+            attrs.update(noActivation=0, outputDataType=odt.name, ActVal=0)
+        layers.append(("MVAU", attrs, params))
+        h, w, c, idt = oh, ow, mh, odt
+        if conv == 0 and pool and min(h, w) >= 2:
+            k = int(rng.integers(2, min(h, w, 3) + 1))
+            oh, ow = h // k, w // k
+            layers.append(("ConvolutionInputGenerator_rtl", dict(
+                ConvKernelDim=[k, k], IFMChannels=c, IFMDim=[h, w], OFMDim=[oh, ow], SIMD=divisor(rng, c),
+                Stride=[k, k], Dilation=[1, 1], inputDataType=idt.name, outputDataType=idt.name, depthwise=1), {}))
+            layers.append(("Pool_hls", dict(Channels=c, PE=divisor(rng, c), KernelSize=[k, k], Function="MaxPool",
+                                         OutImgDims=[oh, ow], InputDataType=idt.name, OutputDataType=idt.name), {}))
+            h, w = oh, ow
+    in_shape = [1, *layers[0][1]["IFMDim"], layers[0][1]["IFMChannels"]]
+    return chain_model(layers, first_idt, in_shape, [1, h, w, c])
+
+
+def test_convolutional_chains(tmp_path):
+    """Sliding window + conv MVAU (+ fused max-pool) chains of random folding against the emulator."""
+    rng = np.random.default_rng(7)
+    models = [random_conv_chain(rng) for _ in range(16)]
+    assert sum(any(n.op_type == "Pool_hls" for n in m.graph.node) for m in models) >= 5
+    check_kernel(tmp_path, models, seed=7)
+
+
+def conv_pool_model(window: dict, pool: dict | None) -> ModelWrapper:
+    base = dict(ConvKernelDim=[2, 2], IFMChannels=4, IFMDim=[4, 4], OFMDim=[2, 2], SIMD=2, Stride=[2, 2],
+                Dilation=[1, 1], inputDataType="BINARY", outputDataType="BINARY", depthwise=1)
+    base.update(window)
+    layers = [("ConvolutionInputGenerator_rtl", base, {})]
+    if pool is not None:
+        layers.append(("Pool_hls", dict(dict(Channels=4, PE=2, KernelSize=[2, 2], Function="MaxPool", OutImgDims=[2, 2],
+                                         InputDataType="BINARY", OutputDataType="BINARY"), **pool), {}))
+    return chain_model(layers, DataType["BINARY"], [1, 4, 4, 4], [1, 2, 2, 4])
+
+
+@pytest.mark.parametrize(
+    "window, pool, message",
+    [
+        ({}, None, "depthwise sliding window .* followed by nothing"),
+        ({"ConvKernelDim": [3, 3], "OFMDim": [1, 1], "Stride": [3, 3]}, {"KernelSize": [3, 3], "OutImgDims": [1, 1]},
+         None),
+        ({"ConvKernelDim": [2, 2], "OFMDim": [3, 3], "Stride": [1, 1]}, {"OutImgDims": [3, 3]}, "kernel == stride"),
+        ({}, {"Function": "AvgPool"}, "pool function AvgPool"),
+        ({"OFMDim": [3, 3]}, {"OutImgDims": [3, 3]}, "padding is not supported"),
+    ],
+)
+def test_unsupported_window_and_pool_combinations_name_the_layer(window, pool, message):
+    model = conv_pool_model(window, pool)
+    if message is None:  # the supported case: one fused max-pool stage
+        net, files = network_files(model, "pool", BOARD.dma_width_bits)
+        assert sum("bnn::maxpool<4, 4, 2, 2, 3, ap_uint<1> >" in s.call for s in net.stages) == 1
+        return
+    with pytest.raises(FlowError, match=message) as error:
+        network_files(model, "pool", BOARD.dma_width_bits)
+    assert "ConvolutionInputGenerator_rtl_0" in str(error.value)

@@ -52,10 +52,17 @@ class ErrorFit(nn.Module):
             self.alpha = 0.0  # exactly 0 at the last epoch, not cos rounding
 
     def error(self, t: torch.Tensor) -> torch.Tensor:
-        """e(t) for every feature vector of t (dims after the first, flattened)."""
-        rows = t.flatten(1).to(self.w1.weight.dtype)
-        e = self.w2(torch.relu(self.w1(rows))) + self.a * torch.sin(rows)
-        return e.to(t.dtype).reshape(t.shape)
+        """e(t) for every feature vector of t.
+
+        A feature vector is everything after the first dim (a weight row, one
+        sample's activations) or, for a convolution's activation map
+        (N x C x H x W with C = features), each pixel's C channels.
+        """
+        per_pixel = t.dim() == 4 and t[0].numel() != self.w1.in_features
+        source = t.movedim(1, -1) if per_pixel else t
+        rows = source.reshape(-1, self.w1.in_features).to(self.w1.weight.dtype)
+        e = (self.w2(torch.relu(self.w1(rows))) + self.a * torch.sin(rows)).to(t.dtype)
+        return e.reshape(source.shape).movedim(-1, 1) if per_pixel else e.reshape(t.shape)
 
     def gradient_only(self, t: torch.Tensor) -> torch.Tensor:
         """A tensor that is exactly 0 but carries alpha * de/dt (and the fit's own gradients)."""
