@@ -14,7 +14,7 @@ from flow.errors import FlowError
 DEFAULT_OUT = "build/tfc-fourier+clip-mnist5k"  # the Makefile's default OUT
 
 
-def _quiet_library_warnings() -> None:
+def quiet_library_warnings() -> None:
     # qonnx/brevitas/torch warn about opset versions and optional packages on
     # every run; none of it is actionable for a user of this tool.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -38,7 +38,7 @@ def main() -> None:
       verify  -> OUT/report/verification.json (PyTorch = QONNX = FINN = emulator, per layer)
       deploy  -> OUT/deploy/, OUT/deploy.tar.gz (the board package; also written by build)
     """
-    _quiet_library_warnings()
+    quiet_library_warnings()
 
 
 @main.command()

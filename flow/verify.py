@@ -86,8 +86,14 @@ def boundaries_of(emulator: Emulator) -> Boundaries:
     )
 
 
-def popcount_from_dot(dot: np.ndarray, width: int) -> np.ndarray | None:
-    """+-1 dot products of ``width`` terms -> XNOR popcounts, if they are integers."""
+def popcount_from_dot(dot: np.ndarray, width: int, weight_scale: np.ndarray) -> np.ndarray | None:
+    """Dot products of ``width`` +-``weight_scale`` weights with +-1 inputs -> XNOR popcounts.
+
+    ``weight_scale``: the weight quantizer's scale (scalar or one per output;
+    1 for plain sign, a power of two for the clip quantizers). None when the
+    unscaled dot products are not integers.
+    """
+    dot = dot / np.asarray(weight_scale, dtype=np.float64).reshape(-1)
     if not np.all(dot == np.round(dot)):
         return None
     return ((np.round(dot).astype(np.int64) + width) // 2)
@@ -157,6 +163,8 @@ def pytorch_level(run_dir: Path, b: Boundaries):
     model, _ = load_trained_model(run_dir / "checkpoint.pt")
     acts = [m for m in model.modules() if isinstance(m, QuantIdentity)]
     last_linear = [m for m in model.modules() if isinstance(m, QuantLinear)][-1]
+    with torch.no_grad():
+        weight_scale = last_linear.quant_weight().scale.detach().numpy()
 
     def run(images: np.ndarray) -> dict[str, np.ndarray]:
         captured: dict[int, np.ndarray] = {}
@@ -170,7 +178,7 @@ def pytorch_level(run_dir: Path, b: Boundaries):
                 hook.remove()
         out = {name: stream_bits(captured[i], negated) for i, (name, negated) in enumerate(b.taps)}
         if b.score is not None:
-            score = popcount_from_dot(captured[len(acts)], b.score_width)
+            score = popcount_from_dot(captured[len(acts)], b.score_width, weight_scale)
             if score is not None:
                 out[b.score] = score
         if b.label is not None:
@@ -194,14 +202,20 @@ def qonnx_level(run_dir: Path, b: Boundaries):
             f"{run_dir / 'model.onnx'}: {len(quant_acts)} BipolarQuant activations, but the checkpoint has "
             f"{len(b.taps)} activation quantizers; cannot align the ladder"
         )
-    matmuls = [n.output[0] for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
+    matmuls = [n for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
+    weight_scale = 1.0
+    if matmuls:
+        quantizer = model.find_producer(matmuls[-1].input[1])
+        if quantizer is not None and quantizer.op_type == "BipolarQuant":
+            weight_scale = model.get_initializer(quantizer.input[1])
+    matmuls = [n.output[0] for n in matmuls]
     out_name = model.graph.output[0].name
 
     def run(images: np.ndarray) -> dict[str, np.ndarray]:
         tensors = execute_batched(model, images, batch=len(images), keep=quant_acts + matmuls[-1:] + [out_name])
         out = {name: stream_bits(tensors[t], negated) for (name, negated), t in zip(b.taps, quant_acts)}
         if b.score is not None and matmuls:
-            score = popcount_from_dot(tensors[matmuls[-1]].reshape(len(images), -1), b.score_width)
+            score = popcount_from_dot(tensors[matmuls[-1]].reshape(len(images), -1), b.score_width, weight_scale)
             if score is not None:
                 out[b.score] = score
         if b.label is not None:
@@ -266,11 +280,15 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
     return result
 
 
-def single_blas_thread() -> None:
-    """Worker initializer: one BLAS / torch thread per process (the processes share the cores)."""
+def ladder_worker_init() -> None:
+    """Worker initializer: one BLAS / torch thread per process (the processes share the cores),
+    and the CLI's quiet library warnings (a spawned process starts without them)."""
     import torch
     from threadpoolctl import threadpool_limits
 
+    from flow.cli import quiet_library_warnings
+
+    quiet_library_warnings()
     torch.set_num_threads(1)
     threadpool_limits(1)
 
@@ -401,7 +419,7 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
         console.print(f"verify: {len(images)} images in {len(bounds)} worker processes")
         # spawn, not fork: the parent has started torch's and BLAS' thread pools
         with ProcessPoolExecutor(len(bounds), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=single_blas_thread) as pool:
+                                 initializer=ladder_worker_init) as pool:
             futures = [pool.submit(run_ladder, run_dir, start, stop) for start, stop in bounds]
             for (start, _), future in zip(bounds, futures):
                 result.add(future.result(), start)

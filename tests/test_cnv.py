@@ -20,6 +20,7 @@ from flow.boards import load_board
 from flow.errors import FlowError
 from flow.reorder import MoveMaxPoolPastThresholds
 from tests.conftest import make_run, run_flow
+from tests.test_verify import copy_run, flip_weight_bit
 
 SUBSET = "fashion-mnist32:1000:100"  # 1000 training, 100 test images
 FAST_BUILD = ("--target-fps", "1000")  # one folding instead of the search
@@ -59,6 +60,17 @@ def test_cnv_ladder_is_exact_on_every_image(cnv_run):
     assert len(pools) == 2
     for name in pools:
         assert all(level["layers"][name]["compared"] for level in report["levels"][1:])
+
+
+def test_a_flipped_conv_weight_bit_is_found_across_worker_processes(cnv_run, tmp_path):
+    # 100 images are two chunks of the ladder, run by two worker processes
+    run = copy_run(cnv_run, tmp_path / "flipped")
+    flip_weight_bit(run / "hw", "MVAU_hls_2", resign=True)
+    result = run_flow("verify", run, check=False)
+    assert result.returncode != 0
+    emulator = json.loads((run / "report" / "verification.json").read_text())["levels"][-1]
+    assert emulator["first_diverging_layer"] == "MVAU_hls_2" and emulator["layers"]["MVAU_hls_2"]["mismatched_images"] > 0
+    assert "2 worker processes" in result.stdout
 
 
 def test_cnv_csim_equals_the_emulator(cnv_run):
@@ -130,3 +142,24 @@ def test_a_pool_that_cannot_be_reordered_is_named():
     model = pooled_block(np.array([0.5, -1.0, 1.0, 1.0])).transform(InferShapes())
     with pytest.raises(FlowError, match="scales by values other than"):
         model.transform(MoveMaxPoolPastThresholds())
+
+
+@pytest.mark.parametrize("block_model", ["cnv", "cnv-bnn-pynq"])
+def test_every_quantizer_trains_cnv(block_model):
+    """Forward and backward through CNV with each quantizer: finite loss, a gradient for every weight."""
+    from flow.models import build_model
+    from flow.quant import QUANTIZERS
+
+    pixels = torch.randint(0, 256, (4, 3, 32, 32)).float()
+    labels = torch.arange(4)
+    for name in QUANTIZERS:
+        model = build_model(block_model, name, (3, 32, 32))
+        model.train()
+        loss = torch.nn.functional.cross_entropy(model(pixels), labels)
+        loss.backward()
+        assert torch.isfinite(loss), name
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert len(convs) == 6
+        for conv in convs:
+            assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all(), name
+            assert conv.weight.grad.abs().sum() > 0, f"{name}: no gradient reaches {conv}"
