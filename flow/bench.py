@@ -5,8 +5,8 @@ fast contenders in interleaved rounds, so the ratios hold on a shared, noisy
 machine whose load drifts):
 
 - emulator: ``Emulator.execute`` (input packing, the layers, output
-  unpacking), both exact routes (BLAS GEMM on +-1 matrices; XOR +
-  ``bitwise_count`` on packed words);
+  unpacking), both exact routes (XOR + popcount on packed words, the
+  default; BLAS GEMM on +-1 matrices);
 - QONNX executor: ``qonnx.core.onnx_exec.execute_onnx`` on ``model.onnx``,
   one image per call as a user would run it, and batched (``flow.graphs``);
 - FINN HW-layer graph: FINN's Python execution of ``step_convert_to_hw.onnx``,
@@ -16,8 +16,9 @@ machine whose load drifts):
   accelerator's layer shapes, arg-max at the end: the practical compute limit
   of this CPU for this network.
 
-Every contender runs with one BLAS / torch thread (the emulator's default): on
-a machine shared by several jobs, extra threads only spin.
+Every contender runs with one BLAS / torch / numba thread: on a machine
+shared by several jobs, extra threads only spin (the emulator's packed route
+uses every core by default).
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def gemm_chain(emulator: Emulator, images: np.ndarray):
 
 
 def bench_run(run_dir: Path) -> dict:
+    import numba
     import torch
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
@@ -104,6 +106,7 @@ def bench_run(run_dir: Path) -> dict:
     emulator = Emulator(run_dir / "hw", batch_size=n)
     convolutional = any(layer.kind == "sliding_window" for layer in emulator.layers)
     torch.set_num_threads(1)
+    numba.set_num_threads(1)
     model, _ = load_trained_model(run_dir / "checkpoint.pt")
     pixels = torch.from_numpy(images).float()
 
@@ -111,17 +114,20 @@ def bench_run(run_dir: Path) -> dict:
         with torch.no_grad():
             model(pixels)
 
-    fast = {"emulator": lambda: emulator.execute(images), "Brevitas eval (batched)": brevitas_eval}
+    gemm = Emulator(run_dir / "hw", batch_size=n, route="gemm")
+    fast = {
+        "emulator": lambda: emulator.execute(images),
+        "emulator (GEMM route)": lambda: gemm.execute(images),
+        "Brevitas eval (batched)": brevitas_eval,
+    }
     if not convolutional:
-        # the packed route and the GEMM chain model MLP layers (one vector per image)
-        packed = Emulator(run_dir / "hw", batch_size=n, route="packed")
+        # the GEMM chain models MLP layers (one vector per image)
         chain = gemm_chain(emulator, images)
 
         def single_thread_chain():
             with blas_controller().limit(limits=1, user_api="blas"):
                 chain()
 
-        fast["emulator (packed route)"] = lambda: packed.execute(images)
         fast["float32 GEMM chain"] = single_thread_chain
     rates.update({name: n / seconds for name, seconds in interleaved_best(fast, 3 if convolutional else ROUNDS).items()})
 
@@ -165,11 +171,11 @@ def render(results: list[dict], run_dirs: list[Path]) -> str:
         "# Emulator benchmark",
         "",
         f"Images per second on (at most) the first {BENCH_IMAGES} test images of each run's dataset, all in one process: the "
-        f"emulator, its packed route, the GEMM chain and Brevitas timed in {ROUNDS} interleaved rounds "
+        f"emulator, its GEMM route, the GEMM chain and Brevitas timed in {ROUNDS} interleaved rounds "
         "(3 for CNV; best round each), the graph executors right after (best of 1-2 runs, batches of "
-        f"{EXECUTOR_BATCH}); one BLAS/torch thread each. The emulator's figure includes input packing and output unpacking "
-        "(FINN's `finn.util.data_packing`, as the board driver does). The packed route and the GEMM "
-        "chain model MLP layers only (n/a for CNV).",
+        f"{EXECUTOR_BATCH}); one BLAS/torch/numba thread each. The emulator's figure includes input packing and output unpacking "
+        "(FINN's `finn.util.data_packing`, as the board driver does). The GEMM chain models MLP "
+        "layers only (n/a for CNV).",
         "",
         f"Produced by `make bench` (`python -m flow bench {runs}`) on "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other jobs "

@@ -163,3 +163,15 @@ def test_every_quantizer_trains_cnv(block_model):
         for conv in convs:
             assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all(), name
             assert conv.weight.grad.abs().sum() > 0, f"{name}: no gradient reaches {conv}"
+
+
+def test_both_emulator_routes_agree_layer_by_layer_on_cnv(cnv_run):
+    from flow import data
+    from flow.emulate import Emulator
+
+    images = data.load(SUBSET).test_images[:50]
+    packed = Emulator(cnv_run / "hw", route="packed").execute_layers(images)
+    gemm = Emulator(cnv_run / "hw", route="gemm").execute_layers(images)
+    assert packed.keys() == gemm.keys()
+    for name in packed:
+        np.testing.assert_array_equal(packed[name], gemm[name], err_msg=name)
