@@ -58,7 +58,7 @@ build: $(VENV)/.installed
 	$(PY) -m flow build $(OUT)/model.onnx --board $(BOARD) --out $(OUT) --max-utilization $(MAX_UTILIZATION) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 
 csim: $(VENV)/.installed
-	$(PY) -m flow csim $(OUT)
+	$(PY) -m flow csim $(OUT) $(if $(IMAGES),--images $(IMAGES))
 
 # the built accelerator in Python (bit-exactness, estimated FPS), then the deployment
 # package's own check on the emulator backend: the command the board runs, same output
