@@ -281,8 +281,9 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
 
 
 def ladder_worker_init() -> None:
-    """Worker initializer: one BLAS / torch thread per process (the processes share the cores),
-    and the CLI's quiet library warnings (a spawned process starts without them)."""
+    """Worker initializer: one BLAS / torch / numba thread per process (the processes share
+    the cores), and the CLI's quiet library warnings (a spawned process starts without them)."""
+    import numba
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -290,6 +291,7 @@ def ladder_worker_init() -> None:
 
     quiet_library_warnings()
     torch.set_num_threads(1)
+    numba.set_num_threads(1)
     threadpool_limits(1)
 
 
