@@ -279,31 +279,28 @@ def mismatch_kernel():
         v = (v + (v >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
         return (v * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
+    @numba.njit(inline="always")
+    def row_mismatches(x, w, v, m):
+        total = np.int64(0)
+        for k in range(x.shape[1]):
+            total += popcount64(x[v, k] ^ w[m, k])
+        return total
+
     @numba.njit(parallel=True, cache=True)
     def mismatches(x, w):
-        vectors, words = x.shape
-        rows = w.shape[0]
-        out = np.empty((vectors, rows), np.int32)
-        for v in numba.prange(vectors):
-            for m in range(rows):
-                total = np.uint64(0)
-                for k in range(words):
-                    total += popcount64(x[v, k] ^ w[m, k])
-                out[v, m] = total
+        out = np.empty((x.shape[0], w.shape[0]), np.int32)
+        for v in numba.prange(x.shape[0]):
+            for m in range(w.shape[0]):
+                out[v, m] = row_mismatches(x, w, v, m)
         return out
 
     @numba.njit(parallel=True, cache=True)
     def within_limit(x, w, limit):
         """mismatches(x, w) <= limit (per row), without the integer matrix in between."""
-        vectors, words = x.shape
-        rows = w.shape[0]
-        out = np.empty((vectors, rows), np.bool_)
-        for v in numba.prange(vectors):
-            for m in range(rows):
-                total = np.int64(0)
-                for k in range(words):
-                    total += popcount64(x[v, k] ^ w[m, k])
-                out[v, m] = total <= limit[m]
+        out = np.empty((x.shape[0], w.shape[0]), np.bool_)
+        for v in numba.prange(x.shape[0]):
+            for m in range(w.shape[0]):
+                out[v, m] = row_mismatches(x, w, v, m) <= limit[m]
         return out
 
     return mismatches, within_limit

@@ -44,6 +44,32 @@ class LogitScale(nn.Module):
         return x * self.log_scale.exp()
 
 
+def binary_classifier(width: int, hidden: tuple[int, ...], num_classes: int, quant: BinaryQuantizers,
+                      dropout: float | None = None) -> list[nn.Module]:
+    """Binary FC layers (QuantLinear -> BatchNorm1d -> sign [-> Dropout]) and the scaled logits."""
+    layers: list[nn.Module] = []
+    for out_features in hidden:
+        layers += [
+            QuantLinear(width, out_features, bias=False, weight_quant=quant.weight),
+            nn.BatchNorm1d(out_features),
+            QuantIdentity(act_quant=quant.act, features=out_features),
+        ]
+        if dropout is not None:
+            layers.append(nn.Dropout(dropout))
+        width = out_features
+    return layers + [
+        QuantLinear(width, num_classes, bias=False, weight_quant=quant.weight),
+        LogitScale(1.0 / math.sqrt(width)),
+    ]
+
+
+def init_latent_weights(model: nn.Module) -> None:
+    """Latent weights uniform in [-1, 1], the range training keeps them in."""
+    for module in model.modules():
+        if isinstance(module, (QuantLinear, QuantConv2d)):
+            nn.init.uniform_(module.weight, -1.0, 1.0)
+
+
 class BinaryMLP(nn.Module):
     def __init__(
         self,
@@ -55,23 +81,9 @@ class BinaryMLP(nn.Module):
         super().__init__()
         # features=: the activation width, for quantizers that need it (fourier+fit).
         layers: list[nn.Module] = [QuantIdentity(act_quant=quant.act, features=in_features), nn.Dropout(DROPOUT)]
-        width = in_features
-        for out_features in hidden:
-            layers += [
-                QuantLinear(width, out_features, bias=False, weight_quant=quant.weight),
-                nn.BatchNorm1d(out_features),
-                QuantIdentity(act_quant=quant.act, features=out_features),
-                nn.Dropout(DROPOUT),
-            ]
-            width = out_features
-        layers += [
-            QuantLinear(width, num_classes, bias=False, weight_quant=quant.weight),
-            LogitScale(1.0 / math.sqrt(width)),
-        ]
+        layers += binary_classifier(in_features, hidden, num_classes, quant, dropout=DROPOUT)
         self.features = nn.Sequential(*layers)
-        for module in self.modules():
-            if isinstance(module, QuantLinear):
-                nn.init.uniform_(module.weight, -1.0, 1.0)
+        init_latent_weights(self)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         # pixels: raw 0..255 values; map to [-1, 1] before the input binarizer.
@@ -125,22 +137,10 @@ class BinaryCNV(nn.Module):
                     layers.append(nn.MaxPool2d(2))
                 channels = out_channels
         layers.append(nn.Flatten())
-        width = channels  # the last convolution's output is 1 x 1
-        for out_features in CNV_FC:
-            layers += [
-                QuantLinear(width, out_features, bias=False, weight_quant=quant.weight),
-                nn.BatchNorm1d(out_features),
-                QuantIdentity(act_quant=quant.act, features=out_features),
-            ]
-            width = out_features
-        layers += [
-            QuantLinear(width, num_classes, bias=False, weight_quant=quant.weight),
-            LogitScale(1.0 / math.sqrt(width)),
-        ]
+        # the last convolution's output is 1 x 1: its channels are the FC input
+        layers += binary_classifier(channels, CNV_FC, num_classes, quant)
         self.features = nn.Sequential(*layers)
-        for module in self.modules():
-            if isinstance(module, (QuantLinear, QuantConv2d)):
-                nn.init.uniform_(module.weight, -1.0, 1.0)
+        init_latent_weights(self)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.features(pixels * (2.0 / 255.0) - 1.0)

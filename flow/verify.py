@@ -360,13 +360,14 @@ def ladder_chunk_size(emulator: Emulator) -> int:
     return max(1, min(1000, LADDER_ELEMENTS // largest))
 
 
-def run_ladder(run_dir: Path, start: int, stop: int, show_progress: bool = False) -> LadderResult:
+def run_ladder(run_dir: Path, start: int, stop: int, show_progress: bool = False, setup=None) -> LadderResult:
     """The five levels on test images ``start`` .. ``stop`` - 1, compared chunk by chunk.
 
-    Image indices in the result count from ``start``. Runs in a worker process
-    too (``verify`` splits the test set over CPU cores), so it loads everything itself.
+    Image indices in the result count from ``start``. In a worker process
+    (``verify`` splits the test set over CPU cores) it loads everything itself;
+    in-process, ``setup`` is what ``ladder_setup`` returned.
     """
-    emulator, b, _, images, labels = ladder_setup(run_dir)
+    emulator, b, _, images, labels = setup or ladder_setup(run_dir)
     images, labels = images[start:stop], labels[start:stop]
     run_level = {
         "pytorch": pytorch_level(run_dir, b),
@@ -406,7 +407,8 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
 
     from flow.build import write_json
 
-    emulator, b, dataset, images, labels = ladder_setup(run_dir)
+    setup = ladder_setup(run_dir)
+    emulator, b, dataset, images, labels = setup
     if num_images is not None:
         images, labels = images[:num_images], labels[:num_images]
     chunk = ladder_chunk_size(emulator)
@@ -414,7 +416,7 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
     jobs = max(1, min(jobs or min(os.cpu_count() or 1, 4), chunks))
     result = LadderResult()
     if jobs == 1:
-        result = run_ladder(run_dir, 0, len(images), show_progress=True)
+        result = run_ladder(run_dir, 0, len(images), show_progress=True, setup=setup)
     else:
         per_job = -(-chunks // jobs) * chunk
         bounds = [(start, min(start + per_job, len(images))) for start in range(0, len(images), per_job)]
