@@ -46,6 +46,12 @@ SOFTWARE_INPUT_OPS = {"Reshape", "Flatten", "Transpose"}
 # Part of each resource the accelerator may use; the rest is left for the
 # shell (Zynq PS interconnect, AXI DMA, FIFOs).
 MAX_UTILIZATION = 0.85
+# Ops the build lowers (or absorbs into thresholds) when they stand where the
+# recipe expects them; any other op left over is the cause of a failed lowering.
+LOWERABLE_OPS = {
+    "MatMul", "Gemm", "Conv", "Mul", "Add", "Sub", "Div", "BatchNormalization", "MultiThreshold",
+    "Quant", "BipolarQuant", "MaxPool", "TopK", "Im2Col", "Reshape", "Flatten", "Transpose",
+}
 FOLDING_ATTRS = ["PE", "SIMD", "ram_style", "resType", "mem_mode"]
 
 
@@ -182,17 +188,33 @@ def step_convert_to_hw(model, cfg: BuildConfig):
 
 
 def check_all_lowered(model) -> None:
-    """Every node is a hardware layer, except data movement at the graph input."""
+    """Every node is a hardware layer, except data movement at the graph input.
+
+    Of the nodes left over, the first one of an op the flow never lowers is the
+    cause (a Softmax leaves the batch-norm's Mul and Add before it unabsorbed);
+    it is named as in the user's file (:class:`RecordOriginalNames`).
+    """
     software_prefix = True
+    left = []
     for node in model.graph.node:
         is_hw = node.domain.startswith("finn.custom_op.fpgadataflow")
         if is_hw:
             software_prefix = False
         elif not (software_prefix and node.op_type in SOFTWARE_INPUT_OPS):
-            raise FlowError(
-                f"node '{node.name}' ({node.op_type}) cannot be lowered to a hardware layer: "
-                "the flow maps binary/quantized MatMul and convolutions + thresholds, max-pools, TopK and thresholds only"
-            )
+            left.append(node)
+    if left:
+        node = next((n for n in left if n.op_type not in LOWERABLE_OPS), left[0])
+        raise FlowError(
+            f"{original_node(node)} cannot be lowered to a hardware layer: the flow maps "
+            "binary/quantized MatMul and convolutions + batch-norm/thresholds, max-pools, TopK and thresholds only"
+        )
+
+
+def original_node(node) -> str:
+    """'node NAME (OP)' as in the file given to build, or as the passes named a node they made."""
+    if node.doc_string.startswith(ORIGIN_PREFIX):
+        return "node " + node.doc_string.removeprefix(ORIGIN_PREFIX)
+    return f"node '{node.name}' ({node.op_type}, made by the build's graph passes)"
 
 
 def step_create_dataflow_partition(model, cfg: BuildConfig):
@@ -655,6 +677,23 @@ def load_qonnx(path: Path):
     return ModelWrapper(proto)
 
 
+ORIGIN_PREFIX = "bnn-flow origin: "  # a node's doc_string: its name and op in the file given to build
+
+
+class RecordOriginalNames(Transformation):
+    """Note in each node's doc_string its name and op as in the user's file.
+
+    qonnx/FINN passes rename the nodes they keep (GiveUniqueNodeNames: 'Mul_0'),
+    so an error about a node that survives to a later step names it as the user
+    knows it from this note.
+    """
+
+    def apply(self, model):
+        for index, node in enumerate(model.graph.node):
+            node.doc_string = f"{ORIGIN_PREFIX}'{node.name or f'#{index}'}' ({node.op_type})"
+        return model, False
+
+
 def prepare_input(model, input_scale: float | None):
     """The accelerator reads integer pixels: annotate them, or prepend FINN's ToTensor scaling."""
     import numpy as np
@@ -694,7 +733,7 @@ def build(
     marker = out_dir / "build.json"
     marker.unlink(missing_ok=True)  # a failed rebuild must not look complete
     cfg = BuildConfig(out_dir, board, target_fps, max_utilization)
-    model = prepare_input(load_qonnx(onnx_path), input_scale)
+    model = prepare_input(load_qonnx(onnx_path).transform(RecordOriginalNames()), input_scale)
     times = {}
     for step in BUILD_STEPS:
         console.print(f"[bold]{step.__name__}[/]")

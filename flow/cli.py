@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -10,8 +13,17 @@ from pathlib import Path
 import click
 
 from flow.errors import FlowError
+from flow.files import run_directory
 
 DEFAULT_OUT = "build/tfc-fourier+clip-mnist5k"  # the Makefile's default OUT
+DEBUG_VARIABLE = "FLOW_DEBUG"  # =1: failures end in their Python traceback, for debugging bnn-flow
+
+
+def positive_finite(ctx, param, value):
+    """A click callback: a float option that must be a positive, finite number (NaN passes FloatRange)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value} is not a positive finite number", ctx, param)
+    return value
 
 
 def quiet_library_warnings() -> None:
@@ -24,7 +36,8 @@ def quiet_library_warnings() -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.option("--debug", is_flag=True, help=f"Show the Python traceback of a failure (or set {DEBUG_VARIABLE}=1).")
+def main(debug) -> None:
     """Binarized neural networks from Brevitas training to a bit-exact FINN
     dataflow accelerator on a PYNQ board.
 
@@ -38,6 +51,8 @@ def main() -> None:
       verify  -> OUT/report/verification.json (PyTorch = QONNX = FINN = emulator, per layer)
       deploy  -> OUT/deploy/, OUT/deploy.tar.gz (the board package; also written by build)
     """
+    if debug:
+        os.environ[DEBUG_VARIABLE] = "1"
     quiet_library_warnings()
 
 
@@ -48,7 +63,8 @@ def main() -> None:
 @click.option("--quant", default="fourier+clip", show_default=True, help="Binary quantizer: fourier+clip, fourier, fourier+fit, clip, ste, approxsign or dsq.")
 @click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--lr", type=float, default=0.02, show_default=True, help="Adam learning rate (cosine-annealed).")
+@click.option("--lr", type=float, default=0.02, show_default=True, callback=positive_finite,
+              help="Adam learning rate (cosine-annealed).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda or cuda:N (under torchrun: each process its local GPU).")
 def train(out_dir, model, dataset, quant, epochs, batch_size, lr, seed, device):
@@ -63,7 +79,8 @@ def train(out_dir, model, dataset, quant, epochs, batch_size, lr, seed, device):
     if model not in known_models():
         raise FlowError(f"unknown model '{model}'; known models: {', '.join(known_models())}")
     config = TrainConfig(model=model, dataset=dataset, quant=quant, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    run_train(out_dir, config, device)
+    with run_directory(out_dir):
+        run_train(out_dir, config, device)
 
 
 @main.command()
@@ -74,7 +91,8 @@ def export(run_dir, check_images):
     """RUN_DIR/checkpoint.pt -> RUN_DIR/model.onnx (QONNX)."""
     from flow.export import export as run_export
 
-    run_export(run_dir / "checkpoint.pt", run_dir / "model.onnx", check_images)
+    with run_directory(run_dir):
+        run_export(run_dir / "checkpoint.pt", run_dir / "model.onnx", check_images)
 
 
 @main.command()
@@ -83,7 +101,7 @@ def export(run_dir, check_images):
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Run directory [default: the model's directory].")
 @click.option("--target-fps", type=click.IntRange(min=1), default=None,
               help="Throughput target; default: the fastest folding inside the board's budget.")
-@click.option("--input-scale", type=float, default=None,
+@click.option("--input-scale", type=float, default=None, callback=positive_finite,
               help="The model expects pixels/SCALE (e.g. 255 for Brevitas bnn_pynq models): prepend that scaling.")
 @click.option("--max-utilization", type=click.FloatRange(min=0.05, max=1.0), default=0.85, show_default=True,
               help="Part of the board's LUT/BRAM/DSP the accelerator may use (the rest: PS interconnect, DMA, FIFOs).")
@@ -92,7 +110,10 @@ def build(onnx_model, board, out_dir, target_fps, input_scale, max_utilization):
     from flow.boards import load_board
     from flow.build import build as run_build
 
-    run_build(onnx_model, out_dir or onnx_model.parent, load_board(board), target_fps, input_scale, max_utilization)
+    board = load_board(board)
+    out_dir = out_dir or onnx_model.parent
+    with run_directory(out_dir):
+        run_build(onnx_model, out_dir, board, target_fps, input_scale, max_utilization)
 
 
 @main.command()
@@ -158,7 +179,9 @@ def verify(run_dir, num_images):
     """The ladder PyTorch -> QONNX -> streamlined -> HW layers -> emulator; exit 1 on any disagreement."""
     from flow.verify import verify as run_verify
 
-    if not run_verify(run_dir, num_images)["agree"]:
+    with run_directory(run_dir):
+        agree = run_verify(run_dir, num_images)["agree"]
+    if not agree:
         sys.exit(1)
 
 
@@ -179,7 +202,8 @@ def hls(run_dir):
     """RUN_DIR/dataflow_model.onnx -> RUN_DIR/hls/ (HLS C++ on hls_templates/, testbench, vendor tcl)."""
     from flow.hls import hls as run_hls
 
-    click.echo(f"wrote {run_hls(run_dir)}")
+    with run_directory(run_dir):
+        click.echo(f"wrote {run_hls(run_dir)}")
 
 
 @main.command()
@@ -190,7 +214,8 @@ def csim(run_dir, images):
     """C-simulate RUN_DIR/hls with g++ on the test set; exit 1 unless it equals the emulator bit for bit."""
     from flow.csim import csim as run_csim
 
-    run_csim(run_dir, images)
+    with run_directory(run_dir):
+        run_csim(run_dir, images)
 
 
 @main.command()
@@ -200,7 +225,8 @@ def deploy(run_dir, dataset):
     """RUN_DIR -> RUN_DIR/deploy/ + deploy.tar.gz: driver, check.py, emulator data, test set, manifest."""
     from flow.deploy import deploy as run_deploy
 
-    manifest = run_deploy(run_dir, dataset)
+    with run_directory(run_dir):
+        manifest = run_deploy(run_dir, dataset)
     click.echo(
         f"wrote {run_dir / 'deploy'} and {run_dir / 'deploy.tar.gz'} ({len(manifest['files'])} files; "
         f"QONNX accuracy {manifest['accuracy']:.2%} on {manifest['test_set']['count']} {manifest['test_set']['dataset']} "
@@ -208,14 +234,35 @@ def deploy(run_dir, dataset):
     )
 
 
+def describe(exc: BaseException) -> str:
+    """One line for a failure: the FlowError's own message, or what the system said about which file."""
+    if isinstance(exc, FlowError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        if exc.errno == errno.ENOSPC:
+            return f"{where}cannot write: no space left on device (disk full)"
+        return f"{where}{exc.strerror or exc}"
+    first_line = next((line for line in str(exc).splitlines() if line.strip()), "")
+    return (f"unexpected {type(exc).__name__}: {first_line} "
+            f"(a bug in bnn-flow; run again with --debug or FLOW_DEBUG=1 for the traceback)")
+
+
 def run() -> None:
+    """The console entry point: every failure ends as one ``error:`` line and a non-zero exit."""
     try:
         main(standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except FlowError as exc:
-        click.echo(f"error: {exc}", err=True)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "flow"
+        message = " ".join(exc.format_message().split())
+        click.echo(f"error: {command}: {message} (--help lists the options)", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001  (the CLI's one place that turns failures into a line)
+        if os.environ.get(DEBUG_VARIABLE) == "1":
+            raise
+        click.echo(f"error: {describe(exc)}", err=True)
         sys.exit(1)

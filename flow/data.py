@@ -19,8 +19,9 @@ Sources:
 - ``mnist``: downloaded with sha256 verification, or read from ``DATA_DIR``.
 - ``cifar10``: downloaded with sha256 verification, or read from ``DATA_DIR``.
 
-``NAME:TRAIN:TEST`` is a subset: the first TRAIN training and the first TEST
-test images of NAME (e.g. ``fashion-mnist32:2000:200`` for a quick CNV run).
+``NAME:TRAIN:TEST`` is a subset: TRAIN training and TEST test images of NAME,
+stratified by class, the same images on every run (e.g. ``fashion-mnist32:2000:200``
+for a quick CNV run); asking for more images than NAME has is an error.
 """
 
 from __future__ import annotations
@@ -109,7 +110,10 @@ CIFAR10_ARCHIVE = RemoteFile(
 
 def data_dir() -> Path:
     """Where downloaded datasets live: ``DATA_DIR``, else ``~/.cache/bnn-flow``."""
-    return Path(os.environ.get("DATA_DIR", Path.home() / ".cache" / "bnn-flow"))
+    path = Path(os.environ.get("DATA_DIR", Path.home() / ".cache" / "bnn-flow"))
+    if path.exists() and not path.is_dir():
+        raise FlowError(f"DATA_DIR {path}: is a file, not a directory")
+    return path
 
 
 def fetch(remote: RemoteFile, target: Path, dataset: str) -> Path:
@@ -259,8 +263,25 @@ LOADERS = {
 }
 
 
+def subset_order(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A fixed order of a split in which every prefix is stratified by class.
+
+    The images are shuffled with a fixed seed, and the k-th image of a class
+    with n images is placed at (k + 1/2) / n of the way: the first N images of
+    this order hold each class in its share of the split (to within one image).
+    The files themselves are often sorted by class (mnist5k is), so their
+    first N images may be a single class.
+    """
+    shuffled = np.random.default_rng(seed).permutation(len(labels))
+    position = np.empty(len(labels))
+    for label in np.unique(labels):
+        members = shuffled[labels[shuffled] == label]
+        position[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return shuffled[np.argsort(position[shuffled], kind="stable")]
+
+
 def load(name: str) -> Dataset:
-    """``NAME``, or ``NAME:TRAIN:TEST``: the first TRAIN training and TEST test images of NAME."""
+    """``NAME``, or ``NAME:TRAIN:TEST``: TRAIN training and TEST test images of NAME, stratified by class."""
     base, *counts = name.split(":")
     if base not in LOADERS:
         raise FlowError(f"unknown dataset '{base}'; known datasets: {', '.join(LOADERS)} (subset: NAME:TRAIN:TEST)")
@@ -270,7 +291,12 @@ def load(name: str) -> Dataset:
     if not counts:
         return dataset
     train, test = map(int, counts)
+    for split, wanted, available in (("training", train, len(dataset.train_labels)), ("test", test, len(dataset.test_labels))):
+        if wanted > available:
+            raise FlowError(f"dataset '{name}': {wanted} {split} images asked for, {base} has {available}")
+    train_idx = np.sort(subset_order(dataset.train_labels)[:train])
+    test_idx = np.sort(subset_order(dataset.test_labels)[:test])
     return Dataset(
-        name, dataset.train_images[:train], dataset.train_labels[:train],
-        dataset.test_images[:test], dataset.test_labels[:test], dataset.num_classes,
+        name, dataset.train_images[train_idx], dataset.train_labels[train_idx],
+        dataset.test_images[test_idx], dataset.test_labels[test_idx], dataset.num_classes,
     )

@@ -20,7 +20,7 @@ from flow import data as datasets
 from flow.errors import FlowError
 from flow.graphs import execute_batched, predictions
 from flow.models import build_model
-from flow.train import load_checkpoint
+from flow.train import load_checkpoint, load_model_state
 
 
 def load_trained_model(checkpoint_path: Path) -> tuple[torch.nn.Module, dict]:
@@ -29,8 +29,11 @@ def load_trained_model(checkpoint_path: Path) -> tuple[torch.nn.Module, dict]:
         raise FlowError(f"{checkpoint_path}: no checkpoint; run `make train` first")
     checkpoint = load_checkpoint(checkpoint_path)
     config = checkpoint["config"]
-    model = build_model(config["model"], config["quant"], tuple(checkpoint["image_shape"]), checkpoint["num_classes"])
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model = build_model(config["model"], config["quant"], tuple(checkpoint["image_shape"]), checkpoint["num_classes"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FlowError(f"{checkpoint_path}: its config cannot describe a network ({type(exc).__name__}: {exc})") from None
+    load_model_state(model, checkpoint, checkpoint_path)
     model.eval()
     return model, checkpoint
 

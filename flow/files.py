@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from flow.errors import FlowError
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
@@ -53,3 +55,43 @@ def staged_dir(target: Path) -> Iterator[Path]:
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+
+
+def writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and prove that files can be written in it, before any work is done.
+
+    Permission bits do not tell (root ignores them, a read-only mount has them), so a
+    probe file is created and removed.
+    """
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise FlowError(f"{existing}: is a file, not a directory (the run directory must be a directory)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise FlowError(f"{path}: cannot write here ({exc.strerror})") from None
+    return path
+
+
+def remove_empty_dirs(path: Path, stop: Path) -> None:
+    """Remove ``path`` and its parents up to (not including) ``stop`` while they are empty."""
+    path = Path(path)
+    while path != stop and path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+        path = path.parent
+
+
+@contextmanager
+def run_directory(path: Path) -> Iterator[Path]:
+    """A stage's output directory: checked writable up front; if the stage fails, the
+    directories it created are removed again when nothing was written into them."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    try:
+        yield writable_dir(path)
+    except BaseException:
+        remove_empty_dirs(path, existing)
+        raise

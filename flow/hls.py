@@ -541,8 +541,24 @@ def write_files(files: dict[str, str], out_dir: Path) -> None:
             (staging / rel).write_text(text)
 
 
+# Identifiers the generated top may not take: C++ keywords and the names the testbench
+# and the templates already use in the global scope (a run directory named `main`
+# would otherwise define `void main(...)` beside the testbench's `int main`).
+RESERVED_IDENTIFIERS = set(
+    "alignas alignof and and_eq asm auto bitand bitor bool break case catch char char16_t char32_t class compl "
+    "const constexpr const_cast continue decltype default delete do double dynamic_cast else enum explicit "
+    "export extern false float for friend goto if inline int long mutable namespace new noexcept not not_eq "
+    "nullptr operator or or_eq private protected public register reinterpret_cast return short signed sizeof "
+    "static static_assert static_cast struct switch template this thread_local throw true try typedef typeid "
+    "typename union unsigned using virtual void volatile wchar_t while xor xor_eq "
+    "main std bnn hls ap_int ap_uint ap_axiu abs exit printf".split()
+)
+
+
 def top_name(run_dir: Path) -> str:
-    return c_identifier(Path(run_dir).resolve().name.lower())
+    """The HLS top's name: the run directory's name as a C identifier that collides with nothing."""
+    name = c_identifier(Path(run_dir).resolve().name.lower())
+    return name + "_top" if name in RESERVED_IDENTIFIERS else name
 
 
 # --------------------------------------------------------------------------- vendor tcl

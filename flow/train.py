@@ -29,6 +29,7 @@ evaluates and writes the run directory.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -141,15 +142,43 @@ def parameter_groups(model: torch.nn.Module, lr: float) -> list[dict]:
 
 def atomic_torch_save(payload: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch's zip writer reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = "no space left on device (disk full)" if isinstance(exc, RuntimeError) or exc.errno == errno.ENOSPC else exc.strerror
+        raise FlowError(f"{path}: cannot write the checkpoint: {reason}; the previous checkpoint is kept") from None
+
+
+CHECKPOINT_KEYS = {"config", "image_shape", "num_classes", "model", "history"}
 
 
 def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by ``train`` (tensors only, never unpickled code), its keys checked."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, ...
         raise FlowError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
+    missing = CHECKPOINT_KEYS - set(checkpoint) if isinstance(checkpoint, dict) else CHECKPOINT_KEYS
+    if missing or not isinstance(checkpoint["config"], dict):
+        raise FlowError(
+            f"{path}: not a bnn-flow checkpoint (missing {', '.join(sorted(missing or {'config'}))}); "
+            "train one with `make train`"
+        )
+    return checkpoint
+
+
+def load_model_state(model: torch.nn.Module, checkpoint: dict, path: Path) -> None:
+    """The checkpoint's weights into ``model``: one line when they belong to another network."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise FlowError(
+            f"{path}: its weights do not fit the {checkpoint['config'].get('model')} network its config names "
+            f"({detail[:150]}{'...' if len(detail) > 150 else ''})"
+        ) from None
 
 
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
@@ -213,7 +242,7 @@ def _train(out_dir: Path, config: TrainConfig, device: torch.device, distributed
             )
         # Before the optimizer exists: loading re-creates Brevitas' quantizer
         # modules (and with them their parameters, e.g. clip thresholds).
-        model.load_state_dict(checkpoint["model"])
+        load_model_state(model, checkpoint, checkpoint_path)
         history = checkpoint["history"]
     model.to(device)
     optimizer = torch.optim.Adam(parameter_groups(model, config.lr), lr=config.lr, weight_decay=config.weight_decay)

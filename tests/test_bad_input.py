@@ -56,25 +56,60 @@ def test_corrupt_and_truncated_onnx_are_refused(tfc_run, tmp_path):
     assert "missing.onnx: no such file" in line
 
 
-def test_unlowerable_node_is_named(tmp_path):
-    """A layer left in floating point (a plain nn.Linear) cannot become hardware."""
+def export_tfc(model: torch.nn.Module, path):
+    """Export a (modified) TFC to QONNX with UINT8 pixel input, as a user's model file."""
     from brevitas.export import export_qonnx
     from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from flow.models import build_model
-
-    model = build_model("tfc", "ste", (1, 28, 28))
-    model.features[-2] = torch.nn.Linear(64, 10, bias=False)  # the last layer, unquantized
     model.eval()
-    path = tmp_path / "float_last_layer.onnx"
     export_qonnx(model, input_t=torch.zeros(1, 1, 28, 28), export_path=str(path))
     qonnx_model = ModelWrapper(str(path))
     qonnx_model.set_tensor_datatype(qonnx_model.graph.input[0].name, DataType["UINT8"])
     qonnx_model.save(str(path))
+    return qonnx_model
+
+
+def test_unlowerable_node_is_named(tmp_path):
+    """A layer left in floating point (a plain nn.Linear) cannot become hardware."""
+    from flow.models import build_model
+
+    model = build_model("tfc", "ste", (1, 28, 28))
+    model.features[-2] = torch.nn.Linear(64, 10, bias=False)  # the last layer, unquantized
+    path = tmp_path / "float_last_layer.onnx"
+    export_tfc(model, path)
     line = error_line(run_flow("build", path, "--out", tmp_path / "out", check=False))
     assert "cannot be lowered to a hardware layer" in line
-    assert "(MatMul)" in line and "node 'MatMul_" in line
+    # qonnx replaces the Gemm by a new MatMul node: no name of the user's file to give
+    assert "node 'MatMul_" in line and "(MatMul, made by the build's graph passes)" in line
+    assert not (tmp_path / "out" / "build.json").exists()
+
+
+class Abs(torch.nn.Module):
+    def forward(self, x):
+        return torch.abs(x)
+
+
+@pytest.mark.parametrize(
+    ("op", "layer", "position"),
+    [
+        ("Softmax", torch.nn.Softmax(dim=1), 16),  # after the logits
+        ("Tanh", torch.nn.Tanh(), 4),  # between the first batch-norm and its sign
+        ("Abs", Abs(), 16),
+    ],
+)
+def test_unlowerable_op_is_named_as_in_the_users_file(op, layer, position, tmp_path):
+    """Streamlining renames every node and leaves the batch-norm's Mul/Add before the
+    op unabsorbed; the error names the op's node as in the file, not 'Mul_0'."""
+    from flow.models import build_model
+
+    model = build_model("tfc", "ste", (1, 28, 28))
+    model.features.insert(position, layer)
+    path = tmp_path / f"with_{op}.onnx"
+    (node,) = export_tfc(model, path).get_nodes_by_op_type(op)
+    assert node.name  # Brevitas names its nodes, e.g. 'node_softmax'
+    line = error_line(run_flow("build", path, "--out", tmp_path / "out", check=False))
+    assert f"error: node '{node.name}' ({op}) cannot be lowered to a hardware layer" in line
     assert not (tmp_path / "out" / "build.json").exists()
 
 

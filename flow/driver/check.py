@@ -34,8 +34,12 @@ def verify_package(package: Path) -> dict:
     manifest_path = package / "manifest.json"
     if not manifest_path.exists():
         raise PackageError(f"{manifest_path}: missing; this is not a complete deployment package")
-    manifest = json.loads(manifest_path.read_text())
-    for name, expected in manifest["files"].items():
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = dict(manifest["files"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PackageError(f"{manifest_path}: not a package manifest ({type(exc).__name__}: {exc})") from None
+    for name, expected in files.items():
         path = package / name
         if not path.is_file():
             raise PackageError(f"{path}: missing from the package (listed in manifest.json)")
