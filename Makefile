@@ -18,19 +18,47 @@ OUT        ?= build/$(MODEL)-$(QUANT)-$(DATASET)
 # bnn: our hls_templates kernels (C-simulated here); finn: FINN's finn-hlslib route (needs Vitis HLS + Vivado)
 HLS_BACKEND ?= bnn
 export HLS_BACKEND
+IMAGES     ?=
+COMPARE_JOBS ?= 1
+BOARD_PYTHON ?= python3
 
-.PHONY: install train compare export build csim emulate verify bench check-board test test-slow clean help
+.PHONY: install system-packages train compare export build csim emulate verify bench check-board test test-slow clean help
 
+# `make help`: every target and variable (OUT may contain spaces: it is quoted in every recipe)
 help:
-	@echo "make train export build [MODEL=tfc|sfc|lfc] [DATASET=mnist5k|fashion-mnist|mnist|cifar10]"
-	@echo "                        [QUANT=fourier+clip|fourier|fourier+fit|clip|ste|approxsign|dsq] [EPOCHS=N] [BOARD=pynq-z2|pynq-z1|ultra96-v2|zcu104|kv260] [TARGET_FPS=N] [OUT=dir]"
-	@echo "make emulate | verify [IMAGES=N]   the built accelerator in Python; the verification ladder"
-	@echo "make check-board                    on the PYNQ board: RUN_DIR/deploy/check.py --backend pynq (docs/board.md)"
-	@echo "make bench [BENCH_RUNS='dir ...']   emulator speed vs QONNX/FINN/Brevitas/GEMM -> docs/benchmarks.md"
-	@echo "make train NPROC=2 [DEVICE=cuda]   multi-process training (torchrun + DistributedDataParallel)"
-	@echo "make compare [DEVICE=cuda] [COMPARE_JOBS=N]   all quantizers, 3 seeds, Fashion-MNIST -> docs/quantizers.md"
-	@echo "make test               the test suite (make test-slow: long runs)"
-	@echo "run directory: $(OUT)"
+	@echo "targets (all read and write the run directory OUT):"
+	@echo "  make train export build   train (Brevitas QAT) -> OUT/model.onnx (QONNX) -> FINN build + deployment package"
+	@echo "  make emulate              the built accelerator in Python (accuracy, speed, bit-exactness), then OUT/deploy/check.py"
+	@echo "  make verify               the ladder PyTorch -> QONNX -> streamlined -> HW layers -> emulator, per layer"
+	@echo "  make csim                 g++ C simulation of OUT/hls, bit for bit against the emulator"
+	@echo "  make check-board          on the PYNQ board: OUT/deploy/check.py --backend pynq (docs/board.md)"
+	@echo "  make bench                emulator speed vs QONNX/FINN/Brevitas/GEMM -> docs/benchmarks.md"
+	@echo "  make compare              all quantizers x 3 seeds, SFC on Fashion-MNIST -> docs/quantizers.md"
+	@echo "  make test | test-slow     the test suite | its long runs"
+	@echo "  make install              .venv with everything (every target does this first)"
+	@echo "  make system-packages      Debian packages: dataset-fashion-mnist, g++ (as root, when missing)"
+	@echo "  make clean                remove build/ (every run directory under it)"
+	@echo "variables (default):"
+	@printf "  %-34s %s\n" "MODEL=$(MODEL)" "tfc | sfc | lfc | cnv | cnv-bnn-pynq"
+	@printf "  %-34s %s\n" "DATASET=$(DATASET)" "mnist5k | mnist | fashion-mnist | fashion-mnist32 | fashion-mnist32-rgb | cifar10"
+	@printf "  %-34s %s\n" "" "NAME:TRAIN:TEST: a stratified subset, e.g. fashion-mnist32:1000:100"
+	@printf "  %-34s %s\n" "QUANT=$(QUANT)" "fourier+clip | fourier | fourier+fit | clip | ste | approxsign | dsq"
+	@printf "  %-34s %s\n" "EPOCHS=N" "training epochs (default 50)"
+	@printf "  %-34s %s\n" "DEVICE=$(DEVICE)" "auto | cpu | cuda | cuda:N"
+	@printf "  %-34s %s\n" "NPROC=$(NPROC)" "training processes (torchrun, DistributedDataParallel)"
+	@printf "  %-34s %s\n" "BOARD=$(BOARD)" "pynq-z2 | pynq-z1 | ultra96-v2 | zcu104 | kv260 | path/to/board.toml"
+	@printf "  %-34s %s\n" "TARGET_FPS=N" "throughput target (default: the fastest folding that fits)"
+	@printf "  %-34s %s\n" "MAX_UTILIZATION=$(MAX_UTILIZATION)" "part of the board's LUT/BRAM/DSP the accelerator may use"
+	@printf "  %-34s %s\n" "HLS_BACKEND=$(HLS_BACKEND)" "bnn: our hls_templates kernels | finn: FINN's finn-hlslib route (Vitis HLS + Vivado)"
+	@printf "  %-34s %s\n" "IMAGES=N" "verify, csim: only the first N test images"
+	@printf "  %-34s %s\n" "OUT=$(OUT)" "the run directory (default build/MODEL-QUANT-DATASET)"
+	@printf "  %-34s %s\n" "DATA_DIR=dir" "where datasets are downloaded (environment; default ~/.cache/bnn-flow)"
+	@printf "  %-34s %s\n" "BENCH_RUNS='dir ...'" "bench: the built runs to measure"
+	@printf "  %-34s %s\n" "COMPARE_JOBS=$(COMPARE_JOBS)" "compare: trainings in parallel"
+	@printf "  %-34s %s\n" "BOARD_PYTHON=$(BOARD_PYTHON)" "check-board: the board's Python"
+	@printf "  %-34s %s\n" "PYTHON=$(PYTHON)" "the Python that creates .venv (3.10 or 3.11)"
+	@printf "  %-34s %s\n" "FLOW_DEBUG=1" "a failure shows its Python traceback instead of one error: line"
+
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,51 +68,64 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Fashion-MNIST (the offline CNV dataset, read by the tests) and g++ (C simulation) come
+# from Debian: installed here when missing, as root where apt-get exists; otherwise the
+# tests that need them skip and say so.
+system-packages:
+	@missing=""; \
+	[ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || missing="dataset-fashion-mnist"; \
+	command -v g++ >/dev/null || missing="$$missing g++"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages:$$missing"; \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing) >/dev/null \
+	    || echo "warning: apt-get could not install$$missing; the tests needing them are skipped"; \
+	else \
+	  echo "note: Debian packages$$missing are not installed (as root: apt-get install$$missing); the tests needing them are skipped"; \
+	fi
+
 # NPROC > 1: torchrun, one DistributedDataParallel process each (gloo on cpu, nccl on cuda)
 TRAIN_LAUNCH = $(if $(filter-out 1,$(NPROC)),$(PY) -m torch.distributed.run --standalone --nproc-per-node $(NPROC),$(PY))
 
-train: $(VENV)/.installed
-	$(TRAIN_LAUNCH) -m flow train --out $(OUT) --model $(MODEL) --dataset $(DATASET) --quant $(QUANT) --device $(DEVICE) $(if $(EPOCHS),--epochs $(EPOCHS))
+train: $(VENV)/.installed system-packages
+	$(TRAIN_LAUNCH) -m flow train --out '$(OUT)' --model $(MODEL) --dataset $(DATASET) --quant $(QUANT) --device $(DEVICE) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 # all quantizers x 3 seeds, SFC-W1A1 on Fashion-MNIST, 10 epochs -> docs/quantizers.md (+ plots)
-COMPARE_JOBS ?= 1
-compare: $(VENV)/.installed
+compare: $(VENV)/.installed system-packages
 	$(PY) -m flow compare --device $(DEVICE) --jobs $(COMPARE_JOBS) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 export: $(VENV)/.installed
-	$(PY) -m flow export $(OUT)
+	$(PY) -m flow export '$(OUT)'
 
 build: $(VENV)/.installed
-	$(PY) -m flow build $(OUT)/model.onnx --board $(BOARD) --out $(OUT) --max-utilization $(MAX_UTILIZATION) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
+	$(PY) -m flow build '$(OUT)/model.onnx' --board '$(BOARD)' --out '$(OUT)' --max-utilization $(MAX_UTILIZATION) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 
 csim: $(VENV)/.installed
-	$(PY) -m flow csim $(OUT) $(if $(IMAGES),--images $(IMAGES))
+	$(PY) -m flow csim '$(OUT)' $(if $(IMAGES),--images $(IMAGES))
 
 # the built accelerator in Python (bit-exactness, estimated FPS), then the deployment
 # package's own check on the emulator backend: the command the board runs, same output
 emulate: $(VENV)/.installed
-	$(PY) -m flow emulate $(OUT)
-	cd $(OUT)/deploy && $(abspath $(PY)) check.py --backend emulator
+	$(PY) -m flow emulate '$(OUT)'
+	cd '$(OUT)/deploy' && $(abspath $(PY)) check.py --backend emulator
 
 # the ladder PyTorch -> QONNX -> streamlined -> HW layers -> emulator, per layer (IMAGES=N: fewer test images)
-IMAGES ?=
 verify: $(VENV)/.installed
-	$(PY) -m flow verify $(OUT) $(if $(IMAGES),--images $(IMAGES))
+	$(PY) -m flow verify '$(OUT)' $(if $(IMAGES),--images $(IMAGES))
 
 # emulator vs QONNX / FINN / Brevitas / a GEMM chain on built runs -> docs/benchmarks.md
 BENCH_RUNS ?= $(foreach m,tfc sfc lfc,build/$(m)-$(QUANT)-$(DATASET))
 bench: $(VENV)/.installed
-	$(PY) -m flow bench $(foreach r,$(BENCH_RUNS),--runs $(r))
+	$(PY) -m flow bench $(foreach r,$(BENCH_RUNS),--runs '$(r)')
 
 # on the PYNQ board, from a checkout there (or just: cd deploy && sudo -E python3 check.py --backend pynq)
-BOARD_PYTHON ?= python3
 check-board:
-	cd $(OUT)/deploy && sudo -E $(BOARD_PYTHON) check.py --backend pynq
+	cd '$(OUT)/deploy' && sudo -E $(BOARD_PYTHON) check.py --backend pynq
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed system-packages
 	$(PY) -m pytest
 
-test-slow: $(VENV)/.installed
+test-slow: $(VENV)/.installed system-packages
 	$(PY) -m pytest -m slow
 
 clean:

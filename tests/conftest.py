@@ -32,6 +32,16 @@ def run_flow(*args: str, check: bool = True, timeout: float = 900, env: dict | N
     return result
 
 
+def skip_without_fashion_mnist() -> None:
+    """Skip (saying why) where Fashion-MNIST is neither the Debian package nor in DATA_DIR: offline, nothing to download."""
+    from flow import data
+
+    folders = (data.DEBIAN_FASHION_MNIST, data.data_dir() / "fashion-mnist")
+    if not any(all((folder / name).exists() for name in data.FASHION_MNIST_FILES) for folder in folders):
+        pytest.skip("Fashion-MNIST is not installed: `make test` installs the Debian package dataset-fashion-mnist "
+                    "as root where apt-get exists (or put its four .gz files in DATA_DIR/fashion-mnist)")
+
+
 def make_run(root: Path, model: str, epochs: int, build_options: tuple[str, ...] = (), **train_options: str) -> Path:
     """train + export + build into ``root/model``: a complete run directory.
 

@@ -19,7 +19,7 @@ from qonnx.util.basic import qonnx_make_model
 from flow.boards import load_board
 from flow.errors import FlowError
 from flow.reorder import MoveMaxPoolPastThresholds
-from tests.conftest import make_run, run_flow
+from tests.conftest import make_run, run_flow, skip_without_fashion_mnist
 from tests.test_verify import copy_run, flip_weight_bit
 
 SUBSET = "fashion-mnist32:1000:100"  # 1000 training, 100 test images
@@ -29,6 +29,7 @@ FAST_BUILD = ("--target-fps", "1000")  # one folding instead of the search
 @pytest.fixture(scope="module")
 def cnv_run(tmp_path_factory):
     """CNV (conv -> max-pool -> BN -> sign), STE, one epoch on the subset; built with the folding search."""
+    skip_without_fashion_mnist()
     return make_run(tmp_path_factory.mktemp("cnv"), "cnv", epochs=1, quant="ste", dataset=SUBSET)
 
 
@@ -95,6 +96,7 @@ def test_negative_batchnorm_scales_before_a_pool_are_reordered_exactly(cnv_run, 
 
 
 def test_bnn_pynq_block_order_builds_and_is_exact(tmp_path):
+    skip_without_fashion_mnist()
     run = make_run(tmp_path, "cnv-bnn-pynq", epochs=1, quant="fourier+clip", dataset=SUBSET, build_options=FAST_BUILD)
     assert verification(run)["agree"]
 
