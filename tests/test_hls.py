@@ -286,7 +286,7 @@ def test_compile_error_names_the_generated_file_and_line(tfc_run, tmp_path):
 def test_generated_tcl_has_the_boards_part_clock_and_top(tfc_run, tmp_path):
     board_file = tmp_path / "other.toml"
     board_file.write_text(
-        'name = "other"\npart = "xczu3eg-sbva484-1-e"\nclock_mhz = 150.0\npynq_platform = "zynq-us+"\n'
+        'name = "other"\npart = "xczu3eg-sbva484-1-e"\nclock_mhz = 150.0\npynq_platform = "zynqmp"\n'
         'finn_board = "Ultra96"\ndma_width_bits = 128\n[resources]\nLUT = 70560\nFF = 141120\nBRAM_18K = 432\nDSP = 360\n'
     )
     for board, period in ((load_board("pynq-z2"), "10"), (load_board(str(board_file)), "6.66667")):
