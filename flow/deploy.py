@@ -161,12 +161,10 @@ def write_deployment(run_dir: Path, summary: dict, dataset: str, test) -> dict:
     interrupted write leaves no package (and, since build.json is written after
     it, no complete build); its leftovers go on the next build or deploy.
     """
-    from flow.emulate import Emulator
     from flow.rundir import PACKAGE_ARCHIVE, PACKAGE_DIR, remove_leftovers, remove_package
 
     remove_package(run_dir)
     remove_leftovers(run_dir)
-    Emulator(run_dir / "hw")  # refuses hardware artifacts changed since the build
     staging = run_dir / f".deploy.tmp-{os.getpid()}"
     archive = run_dir / f".deploy.tar.gz.tmp-{os.getpid()}"
     try:
@@ -189,7 +187,7 @@ def deploy(run_dir: Path, dataset: str | None = None) -> dict:
     incomplete build, never a package of one design beside build.json of another.
     """
     from flow import data
-    from flow.emulate import run_dataset
+    from flow.emulate import Emulator, run_dataset
     from flow.files import write_json
     from flow.rundir import BUILD_MARKER, DEPLOY_STEP, require_complete_build
 
@@ -197,6 +195,7 @@ def deploy(run_dir: Path, dataset: str | None = None) -> dict:
     summary = require_complete_build(run_dir)
     dataset = dataset or run_dataset(run_dir)
     test = data.load(dataset)
+    Emulator(run_dir / "hw")  # refuses hardware artifacts changed since the build
     (run_dir / BUILD_MARKER).unlink()
     manifest = write_deployment(run_dir, summary, dataset, test)
     summary["steps_completed"] = [s for s in summary["steps_completed"] if s != DEPLOY_STEP] + [DEPLOY_STEP]
