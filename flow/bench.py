@@ -96,9 +96,9 @@ def bench_run(run_dir: Path) -> dict:
     from flow import data as datasets
     from flow.export import load_trained_model
     from flow.graphs import execute_batched
+    from flow.rundir import require_complete_build
 
-    if not (run_dir / "hw" / "manifest.json").exists():
-        raise FlowError(f"{run_dir}: no hw/ artifacts; run `make build OUT={run_dir}`")
+    require_complete_build(run_dir)
     images = datasets.load(run_dataset(run_dir)).test_images[:BENCH_IMAGES]
     n = len(images)
     rates = {}

@@ -10,8 +10,9 @@ steps call FINN's builder only when Vivado / Vitis HLS are on PATH.
 Artifacts (in ``cfg.output_dir``): ``intermediate_models/``,
 ``report/estimate_network_performance.json``,
 ``report/estimate_layer_resources.json``, ``report/estimate_layer_cycles.json``,
-``report/folding_search.json``, ``folding_config.json`` and, written last,
-``build.json`` (what was built; its presence marks a complete build).
+``report/folding_search.json``, ``folding_config.json``, the deployment
+package and, written last, ``build.json`` (what was built, from which inputs;
+its presence marks a complete build, see flow.rundir).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from flow.errors import FlowError
 from flow.files import write_json
 from flow.finn_env import init_finn
 from flow.hls import hls_backend, step_generate_hls
+from flow.rundir import BUILD_MARKER, DEPLOY_STEP, keep_inputs, start_build
 
 console = Console()
 
@@ -727,13 +729,24 @@ def build(
     input_scale: float | None = None,
     max_utilization: float = MAX_UTILIZATION,
 ) -> dict:
-    """Run every build step; return (and write as ``build.json``) what was built."""
+    """Run every build step, then write the deployment package; return (and write
+    as ``build.json``, last) what was built.
+
+    The model and the board are kept in the run directory (``model.onnx``,
+    ``board.toml``) and their sha256 recorded, so that every later stage can
+    refuse a build that is not of the files beside it (flow.rundir).
+    """
     init_finn(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    marker = out_dir / "build.json"
-    marker.unlink(missing_ok=True)  # a failed rebuild must not look complete
+    model = load_qonnx(onnx_path)
+    start_build(out_dir)  # a failed rebuild must not look complete, nor leave the old package
+    inputs = keep_inputs(out_dir, onnx_path, board)
     cfg = BuildConfig(out_dir, board, target_fps, max_utilization)
+<<<<<<< HEAD
     model = prepare_input(load_qonnx(onnx_path).transform(RecordOriginalNames()), input_scale)
+=======
+    model = prepare_input(model, input_scale)
+>>>>>>> trust
     times = {}
     for step in BUILD_STEPS:
         console.print(f"[bold]{step.__name__}[/]")
@@ -753,9 +766,12 @@ def build(
         "estimated_throughput_fps": performance["estimated_throughput_fps"],
         "estimated_latency_ns": performance["estimated_latency_ns"],
         "step_seconds": times,
+        "inputs": inputs,
+        "steps_completed": list(times),
     }
-    write_json(marker, summary)
     from flow.deploy import deploy_built_run  # the deployment package: RUN_DIR/deploy/ + deploy.tar.gz
 
-    deploy_built_run(out_dir)
+    if deploy_built_run(out_dir, summary) is not None:
+        summary["steps_completed"].append(DEPLOY_STEP)
+    write_json(out_dir / BUILD_MARKER, summary)
     return summary

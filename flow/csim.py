@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -90,6 +91,32 @@ def emulator_outputs(run_dir: Path, packed_input: np.ndarray) -> np.ndarray:
     return np.asarray(Emulator(run_dir / "hw").execute_packed(packed_input), dtype=np.uint8).reshape(len(packed_input), -1)
 
 
+def checked_sources(hls_dir: Path) -> list[str]:
+    """The files hls/manifest.json lists, each checked against its sha256 (flow.hls writes it)."""
+    from flow.artifacts import MANIFEST
+    from flow.driver.check import PackageError, read_manifest, verify_listed_files
+
+    if not (hls_dir / MANIFEST).exists():
+        raise FlowError(f"{hls_dir / MANIFEST}: missing; the generated HLS sources are unchecked; run make build")
+    try:
+        files = read_manifest(hls_dir)["files"]
+        verify_listed_files(hls_dir, files)
+    except PackageError as exc:
+        raise FlowError(f"{exc}; run make build") from None
+    if "hls.json" not in files:
+        raise FlowError(f"{hls_dir / MANIFEST}: does not list hls.json")
+    return sorted(files)
+
+
+def copy_sources(hls_dir: Path, listed: list[str], target: Path) -> Path:
+    """Only the checked files, into ``target``: an unlisted header in hls/ (the vendor tools'
+    folders live there too) can never be picked up by an #include."""
+    for name in listed:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(hls_dir / name, target / name)
+    return target
+
+
 def first_difference(actual: np.ndarray, expected: np.ndarray) -> str | None:
     if actual.shape != expected.shape:
         return f"output shape {actual.shape} differs from the reference's {expected.shape}"
@@ -112,12 +139,12 @@ def csim(run_dir: Path, images: int | None = None) -> dict:
     """
     from flow.artifacts import images_in_stream_order
     from flow.driver.packing import IOShapes, pack_images
-    from flow.hls import hls
+    from flow.rundir import require_complete_build
 
     run_dir = Path(run_dir)
+    require_complete_build(run_dir)
     hls_dir = run_dir / "hls"
-    if not (hls_dir / "hls.json").exists():
-        hls(run_dir)
+    listed = checked_sources(hls_dir)
     spec = json.loads((hls_dir / "hls.json").read_text())
     top = spec["top"]
     if images is not None and images < 1:
@@ -129,8 +156,9 @@ def csim(run_dir: Path, images: int | None = None) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="csim-") as tmp:
         work = Path(tmp)
+        sources = copy_sources(hls_dir, listed, work / "hls")
         executable = work / "tb"
-        compile_s = compile_testbench([hls_dir / "tb.cpp", hls_dir / f"{top}.cpp"], [hls_dir], executable)
+        compile_s = compile_testbench([sources / "tb.cpp", sources / f"{top}.cpp"], [sources], executable)
         start = time.time()
         outputs = run_testbench(executable, top, packed, spec["out_bytes_per_image"], work)
         run_s = time.time() - start

@@ -15,7 +15,9 @@
 The accuracy in the manifest comes from executing ``RUN_DIR/model.onnx`` (the
 QONNX model, before any FINN transformation) on the packaged images, so the
 check on the board compares the hardware with the trained model itself.
-The package is built in a temporary folder and renamed into place at the end.
+The package is part of the build: the old one is removed first, the new one
+is built in a temporary folder and renamed into place, and ``build.json`` is
+written after it (flow.rundir).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 from flow.artifacts import DESCRIPTION, sha256_file
-from flow.errors import FlowError
 
 DRIVER_SOURCE = Path(__file__).resolve().parent / "driver"
 CHECK_SCRIPT = "check.py"  # flow/driver/check.py, placed at the package root
@@ -94,20 +95,18 @@ def copy_driver(target: Path) -> None:
             (folder / "__init__.py").touch()
 
 
-def write_package(run_dir: Path, target: Path, dataset: str) -> dict:
-    """Fill ``target`` with the package for ``run_dir``; return its manifest."""
-    from flow import data
+def write_package(run_dir: Path, target: Path, summary: dict, dataset: str, test) -> dict:
+    """Fill ``target`` with the package of the build ``summary`` (build.json) in ``run_dir``,
+    with the test set of ``test`` (flow.data.load(dataset)); return its manifest."""
     from flow.artifacts import images_in_stream_order
-    from flow.boards import load_board
     from flow.driver.packing import IOShapes, pack_images
+    from flow.rundir import run_board
 
-    build = json.loads((run_dir / "build.json").read_text())
-    board = load_board(build["board"])
+    board = run_board(run_dir)  # the build's own board description, not a stock board of that name
     # what the emulator was built from: layers, data types, I/O packing (FINN's io_shape_dict)
     accelerator = json.loads((run_dir / "hw" / DESCRIPTION).read_text())
     io = accelerator["io_shape_dict"]
 
-    test = data.load(dataset)
     (target / "data").mkdir(parents=True)
     np.save(target / TEST_IMAGES, pack_images(images_in_stream_order(test.test_images, run_dir / "hw"), IOShapes.from_dict(io)))
     np.save(target / TEST_LABELS, test.test_labels.astype(np.int64))
@@ -129,6 +128,7 @@ def write_package(run_dir: Path, target: Path, dataset: str) -> dict:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "run_dir": run_dir.name,
         "model": {k: train_config.get(k) for k in ("model", "dataset", "quant")},
+        "build_inputs": summary["inputs"],
         "board": board.name,
         "part": board.part,
         "clock_mhz": board.clock_mhz,
@@ -138,8 +138,8 @@ def write_package(run_dir: Path, target: Path, dataset: str) -> dict:
         "folding": json.loads((run_dir / "folding_config.json").read_text()),
         "data_types": layer_data_types(accelerator),
         "io_shape_dict": io,
-        "estimated_throughput_fps": build.get("estimated_throughput_fps"),
-        "estimated_latency_ns": build.get("estimated_latency_ns"),
+        "estimated_throughput_fps": summary.get("estimated_throughput_fps"),
+        "estimated_latency_ns": summary.get("estimated_latency_ns"),
         "bitfile": bitfile,
         "test_set": {"dataset": dataset, "images": TEST_IMAGES, "labels": TEST_LABELS, "count": len(test.test_labels)},
         "accuracy": accuracy,
@@ -147,46 +147,69 @@ def write_package(run_dir: Path, target: Path, dataset: str) -> dict:
         "accuracy_source": "model.onnx (QONNX) executed on the packaged test set",
         "versions": package_versions(),
         "files": {
-            str(p.relative_to(target)): sha256_file(p) for p in sorted(target.rglob("*")) if p.is_file()
+            p.relative_to(target).as_posix(): sha256_file(p) for p in sorted(target.rglob("*")) if p.is_file()
         },
     }
     (target / "manifest.json").write_text(json.dumps(manifest, indent=2, default=list))
     return manifest
 
 
-def deploy(run_dir: Path, dataset: str | None = None) -> dict:
-    """Write ``RUN_DIR/deploy/`` and ``RUN_DIR/deploy.tar.gz``; return the manifest."""
-    run_dir = Path(run_dir)
-    for required in ("build.json", "model.onnx", "folding_config.json", "hw/manifest.json"):
-        if not (run_dir / required).exists():
-            raise FlowError(f"{run_dir / required}: missing; run `python -m flow build` on this run directory first")
-    from flow.emulate import Emulator, run_dataset
+def write_deployment(run_dir: Path, summary: dict, dataset: str, test) -> dict:
+    """RUN_DIR/deploy/ + deploy.tar.gz of the build ``summary``; the old package is removed first.
 
-    Emulator(run_dir / "hw")  # refuses hardware artifacts changed since the build
-    dataset = dataset or run_dataset(run_dir)
+    The package is staged in ``.deploy.tmp-*`` and renamed into place; an
+    interrupted write leaves no package (and, since build.json is written after
+    it, no complete build); its leftovers go on the next build or deploy.
+    """
+    from flow.rundir import PACKAGE_ARCHIVE, PACKAGE_DIR, remove_leftovers, remove_package
 
+    remove_package(run_dir)
+    remove_leftovers(run_dir)
     staging = run_dir / f".deploy.tmp-{os.getpid()}"
     archive = run_dir / f".deploy.tar.gz.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     try:
-        manifest = write_package(run_dir, staging / "deploy", dataset)
+        manifest = write_package(run_dir, staging / PACKAGE_DIR, summary, dataset, test)
         with tarfile.open(archive, "w:gz") as tar:
-            tar.add(staging / "deploy", arcname="deploy")
-        final, previous = run_dir / "deploy", staging / "previous"
-        if final.exists():
-            final.rename(previous)
-        (staging / "deploy").rename(final)
-        os.replace(archive, run_dir / "deploy.tar.gz")
+            tar.add(staging / PACKAGE_DIR, arcname=PACKAGE_DIR)
+        (staging / PACKAGE_DIR).rename(run_dir / PACKAGE_DIR)
+        os.replace(archive, run_dir / PACKAGE_ARCHIVE)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         archive.unlink(missing_ok=True)
     return manifest
 
 
-def deploy_built_run(run_dir: Path) -> dict | None:
-    """The build's last act: package the run, unless its test set is unknown
-    (a model trained elsewhere, built without ``train``)."""
+def deploy(run_dir: Path, dataset: str | None = None) -> dict:
+    """``flow deploy``: package a complete build again (e.g. with another test set).
+
+    The package is part of the build: build.json is removed while it is
+    rewritten and written again after it, so an interrupted deploy leaves an
+    incomplete build, never a package of one design beside build.json of another.
+    """
+    from flow import data
+    from flow.emulate import Emulator, run_dataset
+    from flow.files import write_json
+    from flow.rundir import BUILD_MARKER, DEPLOY_STEP, require_complete_build
+
+    run_dir = Path(run_dir)
+    summary = require_complete_build(run_dir)
+    dataset = dataset or run_dataset(run_dir)
+    test = data.load(dataset)
+    Emulator(run_dir / "hw")  # refuses hardware artifacts changed since the build
+    (run_dir / BUILD_MARKER).unlink()
+    manifest = write_deployment(run_dir, summary, dataset, test)
+    summary["steps_completed"] = [s for s in summary["steps_completed"] if s != DEPLOY_STEP] + [DEPLOY_STEP]
+    write_json(run_dir / BUILD_MARKER, summary)
+    return manifest
+
+
+def deploy_built_run(run_dir: Path, summary: dict) -> dict | None:
+    """The build's last step before build.json: package the run, unless its test set
+    is unknown (a model trained elsewhere, built without ``train``)."""
     from rich.console import Console
+
+    from flow import data
+    from flow.emulate import run_dataset
 
     console = Console()
     if not (Path(run_dir) / "train_metrics.json").exists():
@@ -196,6 +219,7 @@ def deploy_built_run(run_dir: Path) -> dict | None:
         )
         return None
     console.print("[bold]deploy[/]")
-    manifest = deploy(run_dir)
+    dataset = run_dataset(Path(run_dir))
+    manifest = write_deployment(Path(run_dir), summary, dataset, data.load(dataset))
     console.print(f"wrote {Path(run_dir) / 'deploy'} and deploy.tar.gz (QONNX accuracy {manifest['accuracy']:.2%})")
     return manifest

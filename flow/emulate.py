@@ -54,7 +54,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flow.artifacts import DESCRIPTION, MANIFEST, accumulator_range, sha256_file
+from flow.artifacts import DESCRIPTION, MANIFEST, accumulator_range
+from flow.driver.check import PackageError, load_array, read_manifest, refuse_unlisted_files, verify_listed_files
 from flow.errors import FlowError
 
 EXACT_FLOAT32 = 2**24  # integers below this are exact in float32 sums
@@ -64,23 +65,19 @@ REFERENCE_IMAGES = 1000  # ... and checks this many against FINN's HW-layer grap
 
 
 def verify_manifest(hw_dir: Path) -> dict:
-    """Every file the manifest lists exists and has its sha256; return the manifest."""
-    manifest_path = hw_dir / MANIFEST
-    if not manifest_path.exists():
-        raise FlowError(f"{manifest_path}: no hardware manifest; run `make build` (it writes RUN_DIR/hw)")
+    """Every file the manifest lists lies in ``hw_dir`` and has its sha256, and nothing else is
+    there (the deployment package's own check, flow.driver.check); return the manifest."""
+    hw_dir = Path(hw_dir)
+    if not (hw_dir / MANIFEST).exists():
+        raise FlowError(f"{hw_dir / MANIFEST}: no hardware manifest; run `make build` (it writes RUN_DIR/hw)")
     try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise FlowError(f"{manifest_path}: not a hardware manifest") from None
-    for name, expected in files.items():
-        path = hw_dir / name
-        if not path.exists():
-            raise FlowError(f"{path}: listed in {MANIFEST} but missing")
-        if sha256_file(path) != expected:
-            raise FlowError(f"{path}: sha256 differs from {MANIFEST}: the file changed after the build; rebuild")
-    if DESCRIPTION not in files:
-        raise FlowError(f"{manifest_path}: does not list {DESCRIPTION}")
+        manifest = read_manifest(hw_dir)
+        verify_listed_files(hw_dir, manifest["files"])
+        refuse_unlisted_files(hw_dir, manifest["files"])
+    except PackageError as exc:
+        raise FlowError(f"{exc}; rebuild") from None
+    if DESCRIPTION not in manifest["files"]:
+        raise FlowError(f"{hw_dir / MANIFEST}: does not list {DESCRIPTION}")
     return manifest
 
 
@@ -374,7 +371,10 @@ class Emulator:
     def _load_array(self, name: str) -> np.ndarray:
         if name not in self.manifest["files"]:
             raise FlowError(f"{self.hw_dir / name}: not listed in {MANIFEST}")
-        return np.load(self.hw_dir / name, allow_pickle=False)
+        try:
+            return load_array(self.hw_dir / name)
+        except PackageError as exc:
+            raise FlowError(str(exc)) from None
 
     def _load_layer(self, spec: dict) -> Layer:
         from qonnx.core.datatype import DataType
@@ -580,7 +580,9 @@ def emulate(run_dir: Path) -> dict:
 
     from flow import data as datasets
     from flow.graphs import execute_batched, predictions
+    from flow.rundir import require_complete_build
 
+    require_complete_build(run_dir)
     emulator = Emulator(run_dir / "hw")
     dataset = datasets.load(run_dataset(run_dir))
     images, labels = dataset.test_images, dataset.test_labels

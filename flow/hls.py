@@ -17,6 +17,8 @@ From ``RUN_DIR/dataflow_model.onnx`` (a chain of HW layers) this writes
   (the PYNQ block design: Zynq PS, AXI DMA in/out, the accelerator, fabric
   clock from the board, writing ``bitfile/<top>.bit`` + ``.hwh``);
 - ``hls.json``: what was generated (top, stream widths, bytes per image).
+- ``manifest.json``: the sha256 of every generated file; the C simulation
+  compiles only these files, after checking them (flow.csim).
 
 Layers map one to one onto kernels (MVAU, Thresholding, LabelSelect, a
 non-depthwise ConvolutionInputGenerator -> ``bnn::sliding_window``), except a
@@ -30,6 +32,7 @@ into the threshold type when thresholds follow, else into its output type.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -43,7 +46,7 @@ from rich.console import Console
 
 from flow.boards import Board
 from flow.errors import FlowError
-from flow.artifacts import mvau_datatypes
+from flow.artifacts import MANIFEST, mvau_datatypes
 from flow.files import staged_dir
 
 console = Console()
@@ -659,28 +662,24 @@ def generate(model, out_dir: Path, top: str, board: Board) -> Network:
         },
         indent=2,
     )
+    # what the C simulation compiles, and nothing else (flow.csim checks it first)
+    files[MANIFEST] = json.dumps(
+        {"files": {rel: hashlib.sha256(text.encode()).hexdigest() for rel, text in sorted(files.items())}}, indent=2
+    )
     write_files(files, Path(out_dir))
     return net
 
 
-def run_board(run_dir: Path) -> Board:
-    """The board a run directory was built for (build.json), pynq-z2 if unknown."""
-    from flow.boards import load_board
-
-    marker = Path(run_dir) / "build.json"
-    name = json.loads(marker.read_text()).get("board", "pynq-z2") if marker.exists() else "pynq-z2"
-    return load_board(name)
-
-
-def hls(run_dir: Path, board: Board | None = None) -> Path:
-    """RUN_DIR/dataflow_model.onnx -> RUN_DIR/hls/; returns that directory."""
+def hls(run_dir: Path) -> Path:
+    """RUN_DIR/dataflow_model.onnx of a complete build -> RUN_DIR/hls/ again; returns that directory."""
     from qonnx.core.modelwrapper import ModelWrapper
 
+    from flow.rundir import require_complete_build, run_board
+
     run_dir = Path(run_dir)
+    require_complete_build(run_dir)
     model_path = run_dir / "dataflow_model.onnx"
-    if not model_path.exists():
-        raise FlowError(f"{model_path} not found: run `python -m flow build` first")
-    generate(ModelWrapper(str(model_path)), run_dir / "hls", top_name(run_dir), board or run_board(run_dir))
+    generate(ModelWrapper(str(model_path)), run_dir / "hls", top_name(run_dir), run_board(run_dir))
     return run_dir / "hls"
 
 

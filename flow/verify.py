@@ -406,7 +406,9 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
     from concurrent.futures import ProcessPoolExecutor
 
     from flow.build import write_json
+    from flow.rundir import require_complete_build
 
+    require_complete_build(run_dir)
     setup = ladder_setup(run_dir)
     emulator, b, dataset, images, labels = setup
     if num_images is not None:

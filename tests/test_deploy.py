@@ -20,7 +20,7 @@ from flow.errors import FlowError
 
 FAKE_PYNQ = Path(__file__).resolve().parent / "fake_pynq"
 # what deploy() needs from a run directory (the rest is training and build history)
-RUN_FILES = ["build.json", "model.onnx", "folding_config.json", "train_metrics.json", "hw"]
+RUN_FILES = ["build.json", "model.onnx", "board.toml", "folding_config.json", "train_metrics.json", "hw"]
 
 
 def run_check(package: Path, *args: str, on_fake_pynq: bool = False, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -146,7 +146,7 @@ def test_deploy_refuses_a_run_without_hardware_artifacts(tfc_run, tmp_path):
 
     run = copy_run(tfc_run, tmp_path / "run")
     shutil.rmtree(run / "hw")
-    with pytest.raises(FlowError, match=r"hw/manifest.json: missing"):
+    with pytest.raises(FlowError, match=r"hw/manifest.json: no hardware manifest"):
         deploy(run)
     assert not (run / "deploy").exists() and not (run / "deploy.tar.gz").exists()
 

@@ -177,7 +177,7 @@ CASES = {
     "garbage hardware manifest": lambda tmp, run: Case(
         ["deploy", garbage_manifest(run, tmp, "hw/manifest.json")], "not a hardware manifest"),
     "garbage deploy manifest": lambda tmp, run: Case(
-        ["--backend", "emulator"], "manifest.json: not a package manifest",
+        ["--backend", "emulator"], "manifest.json: not a manifest",
         script=garbage_manifest(run, tmp, "deploy/manifest.json") / "deploy" / "check.py"),
 }
 

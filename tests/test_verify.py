@@ -11,7 +11,7 @@ import numpy as np
 from flow.artifacts import sha256_file
 from tests.conftest import run_flow
 
-RUN_FILES = ["checkpoint.pt", "train_metrics.json", "model.onnx", "hw", "report"]
+RUN_FILES = ["checkpoint.pt", "train_metrics.json", "model.onnx", "board.toml", "build.json", "hw", "report"]
 LADDER_GRAPHS = ["step_streamline.onnx", "step_convert_to_hw.onnx"]
 
 
@@ -79,8 +79,8 @@ def test_file_changed_after_build_is_refused_before_anything_runs(tfc_run, tmp_p
         result = run_flow(command, run, check=False)
         assert result.returncode == 1
         assert result.stderr.strip() == (
-            f"error: {run / 'hw' / (layer + '_weights.npy')}: sha256 differs from manifest.json: "
-            "the file changed after the build; rebuild"
+            f"error: {run / 'hw' / (layer + '_weights.npy')}: sha256 differs from manifest.json "
+            "(the file was changed after the build); rebuild"
         )
     assert not (run / "report" / "verification.json").exists()
 

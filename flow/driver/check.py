@@ -9,47 +9,118 @@ images, exactly as the input DMA reads them, and return packed labels that the
 same FINN unpacking turns into predictions; the accuracy must equal the QONNX
 model's accuracy recorded in manifest.json, or the command exits 1.
 
-Every file listed in manifest.json is checked against its sha256 before
-anything of the package is imported or run.
+Nothing of the package runs before it is checked: this script never imports
+from its own folder (it drops that folder from ``sys.path`` before its first
+import, as ``python -I`` would, and loads ``driver/`` by path afterwards),
+every file listed in manifest.json must match its sha256 and lie inside the
+package, and a file the manifest does not list is refused. (The sha256s catch
+an accidental or partial change of the package; the manifest is not signed.)
 """
 
-from __future__ import annotations
-
-import argparse
-import hashlib
-import json
+import os
 import sys
-import time
-from pathlib import Path
+
+if __name__ == "__main__":
+    # Python puts the script's folder first on sys.path: a json.py dropped beside
+    # this file would be imported (as root, on the board) before anything is checked.
+    _PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != _PACKAGE_DIR]
+    sys.dont_write_bytecode = True  # no __pycache__ in the package: it would be an unlisted file
+
+import argparse  # noqa: E402  (after the sys.path cleaning above)
+import hashlib  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path, PurePosixPath  # noqa: E402
 
 PACKAGE = Path(__file__).resolve().parent
+MANIFEST = "manifest.json"
 
 
 class PackageError(Exception):
     """The package is incomplete, changed, or cannot run on this backend."""
 
 
-def verify_package(package: Path) -> dict:
-    """The manifest, after checking every file it lists (stdlib only: nothing else runs first)."""
-    manifest_path = package / "manifest.json"
-    if not manifest_path.exists():
-        raise PackageError(f"{manifest_path}: missing; this is not a complete deployment package")
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(folder: Path) -> dict:
+    """``folder/manifest.json`` with its ``files`` table (relative path -> sha256)."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise PackageError(f"{path}: missing; this is not a complete package")
     try:
-        manifest = json.loads(manifest_path.read_text())
-        files = dict(manifest["files"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise PackageError(f"{manifest_path}: not a package manifest ({type(exc).__name__}: {exc})") from None
-    for name, expected in files.items():
-        path = package / name
-        if not path.is_file():
-            raise PackageError(f"{path}: missing from the package (listed in manifest.json)")
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected:
-            raise PackageError(f"{path}: sha256 differs from manifest.json (the file was changed after the build)")
+        manifest = json.loads(path.read_text())
+        files = manifest["files"]
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise PackageError(f"{path}: not a manifest (JSON with a 'files' table of sha256s)") from None
     return manifest
+
+
+def verify_listed_files(folder: Path, files: dict) -> None:
+    """Every file the manifest lists lies inside ``folder`` and has its sha256."""
+    root = folder.resolve()
+    for name, expected in files.items():
+        relative = PurePosixPath(name)
+        path = folder / relative
+        if not name or relative.is_absolute() or ".." in relative.parts or not path.resolve().is_relative_to(root):
+            raise PackageError(f"{folder / MANIFEST}: path {name!r} leaves the package; refusing it")
+        if not path.is_file():
+            raise PackageError(f"{path}: missing from the package (listed in {MANIFEST})")
+        if sha256_of(path) != expected:
+            raise PackageError(f"{path}: sha256 differs from {MANIFEST} (the file was changed after the build)")
+
+
+def refuse_unlisted_files(folder: Path, files: dict) -> None:
+    """Nothing in ``folder`` but the manifest and what it lists (a link to a folder counts as a file)."""
+    listed = set(files) | {MANIFEST}
+    for parent, folders, names in os.walk(folder):
+        for name in sorted(names) + sorted(f for f in folders if os.path.islink(os.path.join(parent, f))):
+            path = Path(parent, name)
+            if path.relative_to(folder).as_posix() not in listed:
+                raise PackageError(f"{path}: not listed in {MANIFEST}; the package runs only what it lists (remove the file)")
+
+
+def verify_package(package: Path) -> dict:
+    """The manifest, after checking the whole package (stdlib only: nothing of it runs first)."""
+    manifest = read_manifest(package)
+    verify_listed_files(package, manifest["files"])
+    refuse_unlisted_files(package, manifest["files"])
+    return manifest
+
+
+def listed_file(package: Path, manifest: dict, name: str) -> Path:
+    """A file the manifest names elsewhere (test set, bitfile): one of its checked files."""
+    if name not in manifest["files"]:
+        raise PackageError(f"{package / MANIFEST}: {name!r} is not one of the files it lists")
+    return package / name
+
+
+def load_array(path: Path):
+    """A plain .npy array; anything else (object arrays included) is refused in one line."""
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        raise PackageError(f"{path}: not a plain NumPy .npy array (damaged, or not written by the build)") from None
+
+
+def import_driver(package: Path) -> None:
+    """The package's driver/ as the module ``driver``, from its path (the package root is never on sys.path)."""
+    folder = package / "driver"
+    spec = importlib.util.spec_from_file_location("driver", folder / "__init__.py", submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["driver"] = module
+    spec.loader.exec_module(module)
 
 
 class EmulatorBackend:
@@ -90,7 +161,7 @@ class PynqBackend:
         from driver.overlay import FINNDMAOverlay
 
         self.accel = FINNDMAOverlay(
-            str(package / manifest["bitfile"]),
+            str(listed_file(package, manifest, manifest["bitfile"])),
             manifest["io_shape_dict"],
             batch_size=batch_size,
             fclk_mhz=manifest["clock_mhz"],
@@ -123,14 +194,14 @@ BACKENDS = {"emulator": EmulatorBackend, "pynq": PynqBackend}
 
 def run_check(package: Path, backend_name: str, batch_size: int) -> dict:
     manifest = verify_package(package)
-    sys.path.insert(0, str(package))  # the package's own driver/
     import numpy as np
 
+    import_driver(package)
     from driver.packing import IOShapes, unpack_output
 
     io = IOShapes.from_dict(manifest["io_shape_dict"])
-    images = np.load(package / manifest["test_set"]["images"])
-    labels = np.load(package / manifest["test_set"]["labels"])
+    images = load_array(listed_file(package, manifest, manifest["test_set"]["images"]))
+    labels = load_array(listed_file(package, manifest, manifest["test_set"]["labels"]))
     backend = BACKENDS[backend_name](package, manifest, batch_size)
     backend.run(images[:batch_size])  # warm-up (first DMA buffers touched, first BLAS call), not timed
     predicted = []
