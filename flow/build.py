@@ -742,11 +742,7 @@ def build(
     start_build(out_dir)  # a failed rebuild must not look complete, nor leave the old package
     inputs = keep_inputs(out_dir, onnx_path, board)
     cfg = BuildConfig(out_dir, board, target_fps, max_utilization)
-<<<<<<< HEAD
-    model = prepare_input(load_qonnx(onnx_path).transform(RecordOriginalNames()), input_scale)
-=======
-    model = prepare_input(model, input_scale)
->>>>>>> trust
+    model = prepare_input(model.transform(RecordOriginalNames()), input_scale)
     times = {}
     for step in BUILD_STEPS:
         console.print(f"[bold]{step.__name__}[/]")
