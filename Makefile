@@ -38,6 +38,7 @@ help:
 	@echo "  make install              .venv with everything (every target does this first)"
 	@echo "  make system-packages      Debian packages: dataset-fashion-mnist, g++ (as root, when missing)"
 	@echo "  make clean                remove build/ (every run directory under it)"
+	@echo "  make help                 this list"
 	@echo "variables (default):"
 	@printf "  %-34s %s\n" "MODEL=$(MODEL)" "tfc | sfc | lfc | cnv | cnv-bnn-pynq"
 	@printf "  %-34s %s\n" "DATASET=$(DATASET)" "mnist5k | mnist | fashion-mnist | fashion-mnist32 | fashion-mnist32-rgb | cifar10"

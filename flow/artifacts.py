@@ -30,12 +30,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from flow.errors import FlowError
 from flow.files import sha256_file, staged_dir
+from flow.terminal import make_console
 
-console = Console()
+console = make_console()
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

@@ -29,12 +29,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from flow.emulate import Emulator, blas_controller, run_dataset
 from flow.errors import FlowError
+from flow.terminal import make_console
 
-console = Console()
+console = make_console()
 PER_IMAGE_SAMPLE = 100  # images run one by one through the QONNX executor
 BENCH_IMAGES = 1000  # test images per run (all of mnist5k's; the first 1000 of larger sets)
 EXECUTOR_BATCH = 100  # the graph executors' batch (CNV's im2col tensors are ~0.5 GB per 100 images)

@@ -29,7 +29,6 @@ from typing import Callable
 import numpy as np
 import onnx
 from qonnx.transformation.base import Transformation
-from rich.console import Console
 from rich.table import Table
 
 from flow.artifacts import step_write_hardware_artifacts
@@ -39,8 +38,9 @@ from flow.files import write_json
 from flow.finn_env import init_finn
 from flow.hls import hls_backend, step_generate_hls
 from flow.rundir import BUILD_MARKER, DEPLOY_STEP, keep_inputs, start_build
+from flow.terminal import make_console
 
-console = Console()
+console = make_console()
 
 # Ops that may stay outside the accelerator: pure data movement at the graph
 # input, which the driver does for free by how it lays out the bytes.
@@ -748,8 +748,9 @@ def build(
         console.print(f"[bold]{step.__name__}[/]")
         start = time.time()
         model = step(model, cfg)
-        times[step.__name__] = round(time.time() - start, 2)
         save_model(model, cfg.intermediate_dir / f"{step.__name__}.onnx")
+        times[step.__name__] = round(time.time() - start, 2)
+        console.print(f"  {step.__name__} took {times[step.__name__]:.1f} s")
     save_model(model, out_dir / "dataflow_model.onnx")
     performance = json.loads((cfg.report_dir / "estimate_network_performance.json").read_text())
     summary = {

@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from flow.errors import FlowError
 from flow.hls import HLS_TEMPLATES
+from flow.terminal import make_console
 
-console = Console()
+console = make_console()
 
 # -fno-exceptions: nothing here throws, and without unwinding cleanups g++ compiles the
 # large static weight arrays of class type ap_uint several times faster

@@ -73,7 +73,7 @@ def qonnx_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> 
 
     from flow.graphs import execute_batched, predictions
 
-    predicted = predictions(execute_batched(ModelWrapper(str(model_path)), images))
+    predicted = predictions(execute_batched(ModelWrapper(str(model_path)), images, progress="QONNX accuracy on the test set"))
     correct = int((predicted == labels).sum())
     return correct / len(labels), correct
 
@@ -206,12 +206,11 @@ def deploy(run_dir: Path, dataset: str | None = None) -> dict:
 def deploy_built_run(run_dir: Path, summary: dict) -> dict | None:
     """The build's last step before build.json: package the run, unless its test set
     is unknown (a model trained elsewhere, built without ``train``)."""
-    from rich.console import Console
-
     from flow import data
     from flow.emulate import run_dataset
+    from flow.terminal import make_console
 
-    console = Console()
+    console = make_console()
     if not (Path(run_dir) / "train_metrics.json").exists():
         console.print(
             "[yellow]skipped[/] deploy: no train_metrics.json, so the test set is unknown; "
@@ -219,7 +218,9 @@ def deploy_built_run(run_dir: Path, summary: dict) -> dict | None:
         )
         return None
     console.print("[bold]deploy[/]")
+    start = time.time()
     dataset = run_dataset(Path(run_dir))
     manifest = write_deployment(Path(run_dir), summary, dataset, data.load(dataset))
     console.print(f"wrote {Path(run_dir) / 'deploy'} and deploy.tar.gz (QONNX accuracy {manifest['accuracy']:.2%})")
+    console.print(f"  deploy took {time.time() - start:.1f} s")
     return manifest

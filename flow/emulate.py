@@ -599,7 +599,7 @@ def emulate(run_dir: Path) -> dict:
         raise FlowError(f"{reference_path}: missing; run `make build`")
     # FINN's Python execution of a CNV runs ~40 images/s: here a spot check, `make verify` covers every image
     checked = images[:REFERENCE_IMAGES]
-    reference = predictions(execute_batched(ModelWrapper(str(reference_path)), checked))
+    reference = predictions(execute_batched(ModelWrapper(str(reference_path)), checked, progress="FINN's HW-layer graph"))
     mismatches = np.flatnonzero(reference != emulated[: len(checked)])
     return {
         "dataset": dataset.name,

@@ -73,7 +73,7 @@ def export(checkpoint_path: Path, onnx_path: Path, check_images: int = 500) -> d
         dataset = datasets.load(checkpoint["config"]["dataset"])
         images = dataset.test_images[:check_images]
         expected = torch_predictions(model, images)
-        actual = predictions(execute_batched(ModelWrapper(str(tmp)), images))
+        actual = predictions(execute_batched(ModelWrapper(str(tmp)), images, progress="export check: QONNX model"))
         mismatches = np.flatnonzero(actual != expected)
         if len(mismatches):
             raise FlowError(

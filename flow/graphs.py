@@ -171,13 +171,17 @@ class SetBatchSize(Transformation):
 
 
 def execute_batched(
-    model: ModelWrapper, images: np.ndarray, batch: int = 250, keep: list[str] | None = None
+    model: ModelWrapper, images: np.ndarray, batch: int = 250, keep: list[str] | None = None,
+    progress: str | None = None,
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Run ``model`` on ``images`` (N x ...); return the stacked graph output.
 
     With ``keep`` (tensor names) those tensors of the execution are returned
-    instead, each stacked over the images, for per-layer comparison.
+    instead, each stacked over the images, for per-layer comparison. With
+    ``progress`` (a description) a progress bar counts the images.
     """
+    from flow.terminal import progress_bar
+
     from finn.core.onnx_exec import execute_onnx
 
     in_name = model.graph.input[0].name
@@ -187,15 +191,19 @@ def execute_batched(
     batched = {}
     sanitize = os.environ.get("SANITIZE_QUANT_TENSORS")
     os.environ["SANITIZE_QUANT_TENSORS"] = "0"  # replaced by check_integer_tensors (module docstring)
+    bar = progress_bar(enabled=progress is not None)
+    task = bar.add_task(progress or "", total=len(images))
     try:
-        for start in range(0, len(images), batch):
-            chunk = images[start : start + batch].astype(np.float32).reshape(-1, *in_shape)
-            if len(chunk) not in batched:
-                batched[len(chunk)] = copy.deepcopy(model).transform(SetBatchSize(len(chunk)))
-            context = execute_onnx(batched[len(chunk)], {in_name: chunk}, return_full_exec_context=True)
-            check_integer_tensors(batched[len(chunk)], context)
-            for name, parts in kept.items():
-                parts.append(context[name])
+        with bar:
+            for start in range(0, len(images), batch):
+                chunk = images[start : start + batch].astype(np.float32).reshape(-1, *in_shape)
+                if len(chunk) not in batched:
+                    batched[len(chunk)] = copy.deepcopy(model).transform(SetBatchSize(len(chunk)))
+                context = execute_onnx(batched[len(chunk)], {in_name: chunk}, return_full_exec_context=True)
+                check_integer_tensors(batched[len(chunk)], context)
+                for name, parts in kept.items():
+                    parts.append(context[name])
+                bar.advance(task, len(chunk))
     finally:
         if sanitize is None:
             del os.environ["SANITIZE_QUANT_TENSORS"]

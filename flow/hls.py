@@ -42,14 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from flow.boards import Board
 from flow.errors import FlowError
 from flow.artifacts import MANIFEST, mvau_datatypes
 from flow.files import staged_dir
+from flow.terminal import make_console
 
-console = Console()
+console = make_console()
 
 HLS_TEMPLATES = Path(__file__).resolve().parent.parent / "hls_templates"
 # The AXI DMA's stream widths: powers of two bytes up to the board's DMA width.

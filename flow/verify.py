@@ -32,14 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from flow.emulate import Emulator, run_dataset, wrap
 from flow.errors import FlowError
+from flow.terminal import make_console
 
-console = Console()
+console = make_console()
 
 LEVELS = ["pytorch", "qonnx", "streamlined", "hw_graph", "emulator"]
 LADDER_ELEMENTS = 40_000_000  # outputs of the largest layer per chunk of images (CNV: ~90 images)

@@ -170,12 +170,12 @@ CASES = {
         ["build", run / "model.onnx", "--out", OUT, "--board", board(tmp, BOARD.replace("[resources]", "[resources"))], "board.toml"),
     "board with dma_width_bits 0": lambda tmp, run: Case(
         ["build", run / "model.onnx", "--out", OUT, "--board", board(tmp, BOARD.replace("= 64", "= 0"))], "dma_width_bits"),
-    "emulate an empty directory": lambda tmp, run: Case(["emulate", a_dir(tmp)], "run `make build`"),
+    "emulate an empty directory": lambda tmp, run: Case(["emulate", a_dir(tmp)], "build.json missing (no build finished"),
     "verify zero images": lambda tmp, run: Case(["verify", run, "--images", "0"], "--images"),
-    "csim without hls": lambda tmp, run: Case(["csim", a_dir(tmp)], "dataflow_model.onnx not found"),
-    "hls without a dataflow model": lambda tmp, run: Case(["hls", tmp / "out"], "dataflow_model.onnx not found"),
+    "csim without hls": lambda tmp, run: Case(["csim", a_dir(tmp)], "build.json missing (no build finished"),
+    "hls without a dataflow model": lambda tmp, run: Case(["hls", tmp / "out"], "build.json missing (no build finished"),
     "garbage hardware manifest": lambda tmp, run: Case(
-        ["deploy", garbage_manifest(run, tmp, "hw/manifest.json")], "not a hardware manifest"),
+        ["deploy", garbage_manifest(run, tmp, "hw/manifest.json")], "hw/manifest.json: not a manifest"),
     "garbage deploy manifest": lambda tmp, run: Case(
         ["--backend", "emulator"], "manifest.json: not a manifest",
         script=garbage_manifest(run, tmp, "deploy/manifest.json") / "deploy" / "check.py"),
@@ -236,12 +236,12 @@ def test_a_run_directory_named_main_gets_a_top_that_compiles(tfc_run, tmp_path):
     """The HLS top is named after the run directory; `main` would clash with the testbench's main()."""
     run = Path(shutil.copytree(tfc_run, tmp_path / "main", symlinks=True))
     run_flow("hls", run)
-    run_flow("csim", run, "--images", 20)
+    run_flow("csim", run, "--images", 10)
     assert (run / "hls" / "main_top.cpp").exists()
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    for args, env in ((["--debug", "export", tmp_path], {}), (["export", tmp_path], {"FLOW_DEBUG": "1"})):
+    for args, env in ((["--debug", "deploy", tmp_path], {}), (["deploy", tmp_path], {"FLOW_DEBUG": "1"})):
         result = run_flow(*args, env=env, check=False)
         assert result.returncode != 0 and "Traceback" in result.stderr and "FlowError" in result.stderr
 
