@@ -256,6 +256,9 @@ def run() -> None:
         sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `python -m flow` alone: the help, as click prints it
+        exc.show()
+        sys.exit(exc.exit_code)
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "flow"
         message = " ".join(exc.format_message().split())
