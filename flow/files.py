@@ -81,21 +81,26 @@ def writable_dir(path: Path) -> Path:
 
 
 def remove_empty_dirs(path: Path, stop: Path) -> None:
-    """Remove ``path`` and its parents up to (not including) ``stop`` while they are empty."""
+    """Remove ``path`` if no file was written under it (its empty subfolders with it), then its
+    parents up to (not including) ``stop`` while they are empty."""
     path = Path(path)
-    while path != stop and path.is_dir() and not any(path.iterdir()):
+    if path.is_dir() and not any(p.is_file() or p.is_symlink() for p in path.rglob("*")):
+        shutil.rmtree(path)
+    path = path.parent
+    while path != stop and path.is_relative_to(stop) and path.is_dir() and not any(path.iterdir()):
         path.rmdir()
         path = path.parent
 
 
 @contextmanager
 def run_directory(path: Path) -> Iterator[Path]:
-    """A stage's output directory: checked writable up front; if the stage fails, the
-    directories it created are removed again when nothing was written into them."""
+    """A stage's output directory: checked writable up front; if the stage fails, a directory
+    it created is removed again when nothing was written into it."""
     path = Path(path).absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     try:
         yield writable_dir(path)
     except BaseException:
-        remove_empty_dirs(path, existing)
+        if existing != path:
+            remove_empty_dirs(path, existing)
         raise

@@ -37,6 +37,7 @@ from rich.table import Table
 
 from flow.emulate import Emulator, run_dataset, wrap
 from flow.errors import FlowError
+from flow.files import writable_dir
 from flow.terminal import make_console
 
 console = make_console()
@@ -409,6 +410,7 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
     from flow.rundir import require_complete_build
 
     require_complete_build(run_dir)
+    writable_dir(run_dir / "report")  # before the ladder: its result must not be lost at the end
     setup = ladder_setup(run_dir)
     emulator, b, dataset, images, labels = setup
     if num_images is not None:
