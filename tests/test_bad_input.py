@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 
 import numpy as np
 import pytest
@@ -123,6 +124,7 @@ def test_design_that_fits_at_no_folding_shows_the_table(tfc_run, tmp_path):
     line = error_line(result)
     assert "the design does not fit tiny at any folding" in line and "LUT" in line and "(over)" in line
     assert "MVAU_hls_0" in result.stdout and "budget" in result.stdout  # the per-layer table
+    assert re.search(r"step_streamline took \d+\.\d s", result.stdout)  # each finished step's time
     assert not (tmp_path / "out" / "build.json").exists()
 
 
