@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,7 @@ import flow.deploy
 from flow.boards import BOARDS_DIR, load_board
 from flow.errors import FlowError
 from flow.rundir import require_complete_build
-from tests.conftest import run_flow
+from tests.conftest import REPO, run_flow
 from tests.test_bad_input import error_line
 from tests.test_deploy import run_check
 
@@ -132,14 +136,23 @@ def disk_full(*args, **kwargs):
     raise OSError(28, "No space left on device")
 
 
-def test_a_deploy_failure_in_the_build_leaves_no_build_json(tfc_run, tmp_path, monkeypatch):
+def test_a_build_killed_while_packaging_leaves_no_build_json(tfc_run, tmp_path):
+    """SIGKILL while the package is written: no build.json (of the new build) beside any package."""
     run = copy_run(tfc_run, tmp_path / "run")
-    monkeypatch.setattr(flow.deploy, "write_package", disk_full)
-    with pytest.raises(OSError):
-        flow.build.build(run / "model.onnx", run, load_board("pynq-z2"), target_fps=100_000)
+    build = subprocess.Popen(
+        [sys.executable, "-m", "flow", "build", run / "model.onnx", "--out", run, *FAST_BUILD],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "CI": "true"},
+    )
+    deadline = time.time() + 600
+    while not list(run.glob(".deploy.tmp-*")) and build.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    build.kill()
+    build.wait()
+    assert list(run.glob(".deploy.tmp-*")), "the build was not caught while packaging"
     assert not (run / "build.json").exists()
-    assert not (run / "deploy").exists() and not (run / "deploy.tar.gz").exists()
-    assert not list(run.glob(".deploy*"))
+    assert not (run / "deploy").exists() and not (run / "deploy.tar.gz").exists()  # the old package went first
+    line = error_line(run_flow("emulate", run, check=False))
+    assert f"{STALE}: {run / 'build.json'} missing" in line
 
 
 def test_a_deploy_failure_on_its_own_leaves_an_incomplete_build_and_leftovers_go(tfc_run, tmp_path, monkeypatch):
@@ -274,7 +287,7 @@ def test_check_refuses_manifest_paths_that_leave_the_package(tfc_run, tmp_path):
         manifest["files"][name] = sha256_of(outside)  # the right sha256: only the path is wrong
         (package / "manifest.json").write_text(json.dumps(manifest))
         result = run_check(package, "--backend", "emulator")
-        assert f"path {name!r} leaves the package" in error_line(result), name
+        assert f"path {name!r} leaves deploy/ (refused)" in error_line(result), name
         shutil.rmtree(package)
 
 
@@ -287,7 +300,7 @@ def test_emulator_refuses_hw_manifest_paths_outside_hw_and_unlisted_files(tfc_ru
     manifest = json.loads((hw / "manifest.json").read_text())
     manifest["files"]["../outside.npy"] = sha256_of(outside)
     (hw / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(FlowError, match=r"path '../outside.npy' leaves the package"):
+    with pytest.raises(FlowError, match=r"path '../outside.npy' leaves hw/ \(refused\)"):
         Emulator(hw)
     shutil.rmtree(hw)
     hw = shutil.copytree(tfc_run / "hw", tmp_path / "hw")

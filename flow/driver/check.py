@@ -72,7 +72,7 @@ def verify_listed_files(folder: Path, files: dict) -> None:
         relative = PurePosixPath(name)
         path = folder / relative
         if not name or relative.is_absolute() or ".." in relative.parts or not path.resolve().is_relative_to(root):
-            raise PackageError(f"{folder / MANIFEST}: path {name!r} leaves the package; refusing it")
+            raise PackageError(f"{folder / MANIFEST}: path {name!r} leaves {folder.name}/ (refused)")
         if not path.is_file():
             raise PackageError(f"{path}: missing from the package (listed in {MANIFEST})")
         if sha256_of(path) != expected:
