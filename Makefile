@@ -22,7 +22,7 @@ IMAGES     ?=
 COMPARE_JOBS ?= 1
 BOARD_PYTHON ?= python3
 
-.PHONY: install system-packages train compare export build csim emulate verify bench check-board test test-slow clean help
+.PHONY: install train compare export build csim emulate verify bench check-board test test-slow clean help
 
 # `make help`: every target and variable (OUT may contain spaces: it is quoted in every recipe)
 help:
@@ -72,6 +72,7 @@ install: $(VENV)/.installed
 # Fashion-MNIST (the offline CNV dataset, read by the tests) and g++ (C simulation) come
 # from Debian: installed here when missing, as root where apt-get exists; otherwise the
 # tests that need them skip and say so.
+.PHONY: system-packages
 system-packages:
 	@missing=""; \
 	[ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || missing="dataset-fashion-mnist"; \
