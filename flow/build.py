@@ -761,6 +761,7 @@ def build(
         "target_fps": target_fps,
         "max_utilization": max_utilization,
         "estimated_throughput_fps": performance["estimated_throughput_fps"],
+        "estimated_fps_bounded_by": performance["estimated_fps_bounded_by"],
         "estimated_latency_ns": performance["estimated_latency_ns"],
         "step_seconds": times,
     }
