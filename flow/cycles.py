@@ -31,8 +31,10 @@ def cycle_model(layer_cycles: dict[str, int], streams: list[dict], clock_mhz: fl
     stream_cycles = {s["name"]: int(s["cycles"]) for s in streams if s["kind"] != "layer"}
     elements = {**layer_cycles, **stream_cycles}
     interval = max(elements.values())
-    # on a tie a stream names the bound: no folding can lower it
-    bounded_by = max(elements, key=lambda name: (elements[name], name in stream_cycles))
+    # on a tie an AXI stream names the bound (no folding can lower it), then a layer; a
+    # converter runs at its neighbours' word rate, so it ties with the layer it serves
+    axis = {s["name"] for s in streams if s["kind"] in ("axis_in", "axis_out")}
+    bounded_by = max(elements, key=lambda name: (elements[name], name in axis, name in layer_cycles))
     axis_in = next(s for s in streams if s["kind"] == "axis_in")
     axis_out = next(s for s in streams if s["kind"] == "axis_out")
     clock_hz = clock_mhz * 1e6

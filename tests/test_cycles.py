@@ -146,6 +146,9 @@ def test_cycle_model_names_the_bound_and_takes_the_lower_of_streams_and_dma():
     slow = cycle_model({"L": 120}, plan, 100.0, {"mm2s_mb_per_s": 800.0, "s2mm_mb_per_s": 600.0})
     assert slow["bounded_by"] == "L" and slow["estimated_fps"] == pytest.approx(100e6 / 120)
     assert slow["latency_cycles"] == 98 + 120 + 40 + 1
+    assert cycle_model({"L": 40}, plan, 100.0)["bounded_by"] == "input stream"
+    converter_tie = cycle_model({"L": 40}, [plan[0] | {"cycles": 10}, *plan[1:]], 100.0)
+    assert converter_tie["bounded_by"] == "L"  # the layer, not the converter running at its rate
     dma = cycle_model({"L": 50}, plan, 100.0, {"mm2s_mb_per_s": 392.0, "s2mm_mb_per_s": 600.0})
     assert dma["estimated_fps"] == pytest.approx(392e6 / 784) and dma["estimated_fps_bounded_by"] == "DMA bandwidth"
     assert dma["initiation_interval_cycles"] == 98  # the fabric's interval, without the DMA
