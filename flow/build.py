@@ -295,7 +295,7 @@ def step_set_folding(model, cfg: BuildConfig):
             bound = parallel.cycles["estimated_fps_bounded_by"]
             if bound in parallel.cycles["stream_cycles"] or bound == "DMA bandwidth":
                 raise FlowError(
-                    f"TARGET_FPS={cfg.target_fps} is above what {cfg.board.name}'s streams can carry: "
+                    f"TARGET_FPS={cfg.target_fps} is impossible: {cfg.board.name}'s streams carry "
                     f"{io_bound_text(parallel.cycles)}"
                 )
             raise FlowError(

@@ -98,8 +98,8 @@ def io_bound_text(cycles: dict) -> str:
     """Why the streams bound the FPS: bytes per image, stream width, clock (and the DMA's rate)."""
     axis_in = cycles["input_stream"]
     text = (
-        f"{cycles['io_bound_fps']:,.0f} FPS: each image is {axis_in['bytes']:,} B on the {axis_in['bits']}-bit input "
-        f"stream, {axis_in['cycles']:,} cycles at {cycles['clock_mhz']:g} MHz"
+        f"at most {cycles['io_bound_fps']:,.0f} FPS ({axis_in['bytes']:,} B per image over the {axis_in['bits']}-bit "
+        f"input stream: {axis_in['cycles']:,} cycles per image at {cycles['clock_mhz']:g} MHz)"
     )
     if cycles["dma_bound_fps"] is not None and cycles["dma_bound_fps"] < cycles["io_bound_fps"]:
         dma = cycles["dma_mb_per_s"]

@@ -133,8 +133,9 @@ def test_target_fps_above_the_stream_bound_is_refused(tfc_run, tmp_path):
     result = run_flow("build", tfc_run / "model.onnx", "--out", tmp_path, "--target-fps", 1_500_000, check=False)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "error: TARGET_FPS=1500000 is above what pynq-z2's streams can carry: 1,020,408 FPS: each image is 784 B "
-        "on the 64-bit input stream, 98 cycles at 100 MHz; the DMA (MM2S 798.1 MB/s, S2MM 597.1 MB/s) allows 1,017,985 FPS"
+        "error: TARGET_FPS=1500000 is impossible: pynq-z2's streams carry at most 1,020,408 FPS (784 B per image "
+        "over the 64-bit input stream: 98 cycles per image at 100 MHz); the DMA (MM2S 798.1 MB/s, S2MM 597.1 MB/s) "
+        "allows 1,017,985 FPS"
     )
     assert not (tmp_path / "build.json").exists()
 
