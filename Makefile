@@ -9,6 +9,7 @@ MODEL      ?= tfc
 DATASET    ?= mnist5k
 QUANT      ?= fourier+clip
 EPOCHS     ?=
+DTYPE      ?= float32
 NPROC      ?= 1
 DEVICE     ?= auto
 BOARD      ?= pynq-z2
@@ -28,7 +29,8 @@ help:
 	@echo "make check-board                    on the PYNQ board: RUN_DIR/deploy/check.py --backend pynq (docs/board.md)"
 	@echo "make bench [BENCH_RUNS='dir ...']   emulator speed vs QONNX/FINN/Brevitas/GEMM -> docs/benchmarks.md"
 	@echo "make train NPROC=2 [DEVICE=cuda]   multi-process training (torchrun + DistributedDataParallel)"
-	@echo "make compare [DEVICE=cuda] [COMPARE_JOBS=N]   all quantizers, 3 seeds, Fashion-MNIST -> docs/quantizers.md"
+	@echo "make compare [DEVICE=cuda] [COMPARE_JOBS=N]   all quantizers, 5 seeds, SFC + CNV, CIs, p-values -> docs/quantizers.md"
+	@echo "make train DTYPE=float64           float64 network and master weights in training (export casts to float32)"
 	@echo "make test               the test suite (make test-slow: long runs)"
 	@echo "run directory: $(OUT)"
 
@@ -44,12 +46,16 @@ install: $(VENV)/.installed
 TRAIN_LAUNCH = $(if $(filter-out 1,$(NPROC)),$(PY) -m torch.distributed.run --standalone --nproc-per-node $(NPROC),$(PY))
 
 train: $(VENV)/.installed
-	$(TRAIN_LAUNCH) -m flow train --out $(OUT) --model $(MODEL) --dataset $(DATASET) --quant $(QUANT) --device $(DEVICE) $(if $(EPOCHS),--epochs $(EPOCHS))
+	$(TRAIN_LAUNCH) -m flow train --out $(OUT) --model $(MODEL) --dataset $(DATASET) --quant $(QUANT) --device $(DEVICE) --dtype $(DTYPE) $(if $(EPOCHS),--epochs $(EPOCHS))
 
-# all quantizers x 3 seeds, SFC-W1A1 on Fashion-MNIST, 10 epochs -> docs/quantizers.md (+ plots)
+# all quantizers x 5 seeds: SFC-W1A1 on Fashion-MNIST (30 epochs) and CNV-W1A1 on fashion-mnist32
+# (CNV_COMPARE_EPOCHS) -> docs/quantizers.md (+ plots): mean, 95 % CI, paired difference to ste, p-value
 COMPARE_JOBS ?= 1
+CNV_COMPARE_EPOCHS ?= 30
+COMPARE = $(PY) -m flow compare --device $(DEVICE) --jobs $(COMPARE_JOBS) --seeds 5
 compare: $(VENV)/.installed
-	$(PY) -m flow compare --device $(DEVICE) --jobs $(COMPARE_JOBS) $(if $(EPOCHS),--epochs $(EPOCHS))
+	$(COMPARE) --name compare-sfc --out build/compare-sfc --model sfc --dataset fashion-mnist --epochs $(or $(EPOCHS),30)
+	$(COMPARE) --name compare-cnv --out build/compare-cnv --model cnv --dataset fashion-mnist32 --epochs $(or $(EPOCHS),$(CNV_COMPARE_EPOCHS))
 
 export: $(VENV)/.installed
 	$(PY) -m flow export $(OUT)

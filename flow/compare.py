@@ -67,8 +67,8 @@ def compare(
     quantizers: tuple[str, ...] = QUANTIZERS,
     model: str = "sfc",
     dataset: str = "fashion-mnist",
-    epochs: int = 10,
-    seeds: int = 3,
+    epochs: int = 30,
+    seeds: int = 5,
     device: str = "cpu",
     jobs: int = 1,
     name: str = "compare",
@@ -133,8 +133,9 @@ def command_line() -> str:
 
 
 def plot_paths(doc: Path, name: str) -> dict[str, Path]:
-    prefix = "quantizers" if name == "compare" else f"quantizers_{name}"
-    return {kind: doc.parent / f"{prefix}_{kind}.png" for kind in ("accuracy", "gradients", "clipping")}
+    """The report's plots: its own accuracy and clipping curves; the surrogate gradients are shared."""
+    paths = {kind: doc.parent / f"quantizers_{name}_{kind}.png" for kind in ("accuracy", "clipping")}
+    return {**paths, "gradients": doc.parent / "quantizers_gradients.png"}
 
 
 def write_report(report: dict, doc: Path = DOC) -> None:
