@@ -116,8 +116,9 @@ def build(onnx_model, board, out_dir, target_fps, input_scale, max_utilization):
 @click.option("--report-only", is_flag=True, help="Instead: write DOC and plots from OUT/compare.json.")
 @click.option("--name", default="compare", show_default=True, help="The results block of DOC (and plot prefix).")
 @click.option("--master-weights", type=click.Choice(["float", "int8"]), default="float", show_default=True)
+@click.option("--reference", default="ste", show_default=True, help="The quantizer the others are paired with.")
 def compare(out_root, doc, quantizers, model, dataset, epochs, seeds, device, jobs, timing, report_only, name,
-            master_weights):
+            master_weights, reference):
     """Train every quantizer with several seeds on an equal budget; report to DOC."""
     import json
 
@@ -132,7 +133,7 @@ def compare(out_root, doc, quantizers, model, dataset, epochs, seeds, device, jo
     else:
         options = {"master_weights": master_weights} if master_weights != "float" else {}
         comparison.compare(out_root, doc, tuple(quantizers) or comparison.QUANTIZERS, model, dataset, epochs, seeds,
-                           device, jobs, name, **options)
+                           device, jobs, name, reference, **options)
 
 
 @main.command()

@@ -72,9 +72,11 @@ def compare(
     device: str = "cpu",
     jobs: int = 1,
     name: str = "compare",
+    reference: str = "ste",
     **train_options,
 ) -> dict:
-    """``train_options``: further TrainConfig fields for every run (e.g. ``master_weights="int8"``)."""
+    """``reference``: the quantizer every other one is paired with (seed by seed);
+    ``train_options``: further TrainConfig fields for every run (e.g. ``master_weights="int8"``)."""
     from flow.quant import get_quantizers
 
     for quant in quantizers:
@@ -111,7 +113,8 @@ def compare(
         "device": device,
         "jobs": jobs,
         "wall_seconds": time.time() - started,
-        "summary": summarize(histories, quantizers, seeds),
+        "reference": reference,
+        "summary": summarize(histories, quantizers, seeds, reference),
         "runs": histories,
     }
     atomic_write_text(out_root / "compare.json", json.dumps(report, indent=2))
@@ -174,7 +177,7 @@ def paired_difference(values: list[float], reference: list[float]) -> dict:
     return {"differences": differences, "mean": mean, "ci95": half_width, "p_value": p_value}
 
 
-def summarize(histories: dict, quantizers: tuple[str, ...], seeds: int) -> dict:
+def summarize(histories: dict, quantizers: tuple[str, ...], seeds: int, reference: str = "ste") -> dict:
     summary = {}
     accuracies = {quant: [100 * histories[f"{quant}/seed{s}"][-1]["test_accuracy"] for s in range(seeds)]
                   for quant in quantizers}
@@ -190,13 +193,13 @@ def summarize(histories: dict, quantizers: tuple[str, ...], seeds: int) -> dict:
             "std": statistics.stdev(accuracies[quant]) if seeds > 1 else 0.0,
             "seconds_per_epoch": statistics.median(seconds),
         }
-        if quant != "ste" and "ste" in accuracies:
-            summary[quant]["vs_ste"] = paired_difference(accuracies[quant], accuracies["ste"])
+        if quant != reference and reference in accuracies:
+            summary[quant]["paired"] = paired_difference(accuracies[quant], accuracies[reference])
     return summary
 
 
 def results_markdown(report: dict, paths: dict[str, Path]) -> str:
-    summary = report["summary"]
+    summary, reference = report["summary"], report.get("reference", "ste")
     options = "".join(f", {k} {v}" for k, v in report.get("train_options", {}).items())
     lines = [
         f"{report['model'].upper()}-W1A1 on {report['dataset']}, {report['epochs']} epochs, "
@@ -204,12 +207,12 @@ def results_markdown(report: dict, paths: dict[str, Path]) -> str:
         f"{report['jobs']} parallel runs; wall time {report['wall_seconds'] / 60:.1f} min.",
         *([f"Command: `{report['command']}`"] if report.get("command") else []),
         "",
-        "| quantizer | test accuracy (mean, 95 % CI, %) | vs ste, paired (pp, 95 % CI) | p (paired t) | "
+        f"| quantizer | test accuracy (mean, 95 % CI, %) | vs {reference}, paired (pp, 95 % CI) | p (paired t) | "
         "per seed (%) | s / epoch (median) |",
         "|---|---|---|---|---|---|",
     ]
     for quant, row in summary.items():
-        paired = row.get("vs_ste")
+        paired = row.get("paired")
         delta = f"{paired['mean']:+.2f} +- {paired['ci95']:.2f}" if paired else ""
         if paired:
             mark = " *" if paired["p_value"] < SIGNIFICANCE else ""
@@ -221,10 +224,10 @@ def results_markdown(report: dict, paths: dict[str, Path]) -> str:
             f"| {quant} | {row['mean']:.2f} +- {row['ci95']:.2f} | {delta} | {p_value} | {per_seed} | "
             f"{row['seconds_per_epoch']:.2f} |"
         )
-    significant = [q for q, row in summary.items() if row.get("vs_ste", {}).get("p_value", 1.0) < SIGNIFICANCE]
+    significant = [q for q, row in summary.items() if row.get("paired", {}).get("p_value", 1.0) < SIGNIFICANCE]
     lines += [
         "",
-        f"\\* p < {SIGNIFICANCE}: the paired difference to ste is significant "
+        f"\\* p < {SIGNIFICANCE}: the paired difference to {reference} is significant "
         f"({', '.join(significant) if significant else 'none here'}); every other difference is not.",
         "",
         *[f"![{kind}]({path.name})" for kind, path in paths.items() if path.exists()],

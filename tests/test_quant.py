@@ -394,3 +394,31 @@ def test_int8_master_weights_round_stochastically_without_bias():
     step = w.new_full((50_000,), 0.3 * scale)  # a third of a grid step above 0
     mean = stochastic_round_int8(step, scale, torch.Generator().manual_seed(2)).double().mean()
     assert mean == pytest.approx(0.3, abs=0.01)  # unbiased: round-to-nearest would give 0
+
+
+def test_confidence_interval_and_paired_t_test():
+    from flow.compare import mean_interval, paired_difference
+
+    mean, half_width = mean_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half_width == pytest.approx(4.302652729911275 / math.sqrt(3))  # t(0.975, 2) * s / sqrt(n)
+    paired = paired_difference([2.0, 3.0, 5.0], [1.0, 1.0, 2.0])  # differences 1, 2, 3: t = 2 sqrt(3), 2 dof
+    assert paired["differences"] == [1.0, 2.0, 3.0] and paired["mean"] == 2.0
+    assert paired["p_value"] == pytest.approx(0.07417990022744862)
+    assert paired_difference([1.0, 2.0], [1.0, 2.0])["p_value"] == 1.0  # identical: no difference at all
+
+
+def test_compare_writes_cis_and_paired_p_values_into_its_block(tmp_path):
+    from flow.compare import compare
+
+    doc = tmp_path / "quantizers.md"
+    doc.write_text("# kept\n\n<!-- compare-tiny:begin -->\nold\n<!-- compare-tiny:end -->\n\nkept too\n")
+    report = compare(tmp_path / "runs", doc, ("ste", "clip"), "tfc", "mnist5k:300:200", epochs=1, seeds=3,
+                     name="compare-tiny")
+    clip = report["summary"]["clip"]
+    assert len(clip["accuracies"]) == 3 and clip["ci95"] > 0
+    assert 0 <= clip["paired"]["p_value"] <= 1 and len(clip["paired"]["differences"]) == 3
+    text = doc.read_text()
+    assert text.startswith("# kept") and text.rstrip().endswith("kept too") and "old" not in text
+    block = text[text.index("compare-tiny:begin"):text.index("compare-tiny:end")]
+    assert "p (paired t)" in block and "| clip |" in block and "| ste |" in block
+    assert (tmp_path / "quantizers_compare-tiny_clipping.png").exists()
