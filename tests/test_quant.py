@@ -18,7 +18,7 @@ from flow.quant.clip import ClipWeightQuant, ClipWeightQuantPerChannel, clip_thr
 from flow.quant.dft import DftEstimator, dft_series
 from flow.quant.fourier import FourierActQuant, fourier_series, odd_cosine_sum
 from flow.quant.master import INT8_MAX, int8_scale, stochastic_round_int8
-from flow.quant.wavelet import WaveletEstimator, wavelet_series
+from flow.quant.wavelet import DEFAULT_WIDTH, WaveletEstimator, wavelet_series
 from flow.train import TrainConfig, load_checkpoint, train
 
 NEW_QUANTIZERS = [name for name in QUANTIZERS if name != "ste"]
@@ -117,11 +117,11 @@ def test_clamped_fourier_derivative_is_the_series_derivative_up_to_its_first_zer
 
 @pytest.mark.parametrize("level", [0, 1, 2, 3])
 def test_wavelet_backward_is_the_derivative_of_its_spline_expansion(level):
-    x = torch.linspace(-1.3, 1.3, 5201, dtype=torch.float64).requires_grad_(True)
+    x = torch.linspace(-2.5, 2.5, 5001, dtype=torch.float64).requires_grad_(True)
     series = wavelet_series(x, level)
     (autograd,) = torch.autograd.grad(series.sum(), x)
     assert torch.allclose(WaveletEstimator((level, level)).derivative(x.detach()), autograd, atol=1e-9, rtol=0)
-    outside = x.detach().abs() >= 2.0**-level
+    outside = x.detach().abs() >= DEFAULT_WIDTH * 2.0**-level
     assert torch.allclose(series.detach()[outside], expected_sign(x.detach())[outside], atol=1e-12)  # sign away from 0
 
 

@@ -54,7 +54,7 @@ QUANTIZERS: dict[str, BinaryQuantizers] = {
         FourierFitWeightQuant, FourierFitActQuant, "Fourier-series gradient + learned error fit (alpha cosine 1 -> 0)"
     ),
     "wavelet": BinaryQuantizers(
-        WaveletWeightQuant, WaveletActQuant, "cubic-spline wavelet approximation's gradient (level 0 -> 1)"
+        WaveletWeightQuant, WaveletActQuant, "cubic-spline wavelet approximation's gradient (level 0 -> 1, |x| < 2 -> 1)"
     ),
     "dft": BinaryQuantizers(
         DftWeightQuant, DftActQuant, "discrete-Fourier interpolant's gradient (omega 0.1, |x| <= 1, n 9 -> 18)"

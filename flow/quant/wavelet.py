@@ -3,11 +3,10 @@
 In the cubic B-spline multiresolution analysis (the scaling functions of the
 Battle-Lemarie / spline wavelets), the level-J approximation of sign is
 
-    s_J(x) = sum_k c_k phi3(u - k - 1/2),   u = 2^J x / h,   c_k = sign(k + 1/2)
+    s_J(x) = sum_k c_k phi3(u - k - 1/2),   u = 1.5 * 2^J x / h,  c_k = sign(k + 1/2)
 
 with ``phi3`` the centred cubic B-spline (support [-2, 2]) and ``h`` the
-half-width of the support of the level-0 gradient (``wavelet_width``, 1.0:
-the range training keeps latent weights in). Each level adds one detail term,
+half-width of the support of the level-0 gradient (``wavelet_width``, 2.0). Each level adds one detail term,
 ``s_J = s_0 + sum_{j<J} (s_{j+1} - s_j)``, halving the width of the transition
 around 0; away from it ``s_J`` equals sign exactly. Its derivative telescopes
 (``phi3'(v) = phi2(v + 1/2) - phi2(v - 1/2)``, and only the jump c_0 - c_-1 = 2
@@ -18,7 +17,9 @@ survives) to a closed form, O(1) per element:
 with ``phi2`` the centred quadratic B-spline (support [-3/2, 3/2]): non-negative
 everywhere (no wrong-sign gradient), 0 for |x| >= 2^-J h, integral 2 (the
 jump of sign). The level J follows a per-epoch schedule (``levels``, 0 -> 1:
-peak 2.25 over |x| < 1, then 4.5 over |x| < 1/2).
+peak 1.125 over |x| < 2, then 2.25 over |x| < 1, about ApproxSign's 2 over
+|x| < 1). With width 1 (peak 4.5 over |x| < 1/2 at level 1) TFC trained one
+epoch on mnist5k reached 42.6 %.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import nn
 from flow.quant.base import SurrogateActQuant, SurrogateWeightQuant
 
 DEFAULT_LEVELS = (0, 1)  # J at the first and at the last epoch
-DEFAULT_WIDTH = 1.0  # the level-0 gradient is non-zero on |x| < this
+DEFAULT_WIDTH = 2.0  # the level-0 gradient is non-zero on |x| < this
 SUPPORT = 1.5  # phi2 vanishes for |v| >= 3/2
 
 
