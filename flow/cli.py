@@ -45,7 +45,7 @@ def main() -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True, help="Run directory.")
 @click.option("--model", default="tfc", show_default=True, help="tfc, sfc, lfc, cnv (conv -> max-pool -> BN -> sign) or cnv-bnn-pynq (conv -> BN -> sign -> max-pool).")
 @click.option("--dataset", default="mnist5k", show_default=True, help="mnist5k, fashion-mnist, fashion-mnist32, fashion-mnist32-rgb, mnist or cifar10; NAME:TRAIN:TEST for a subset.")
-@click.option("--quant", default="fourier+clip", show_default=True, help="Binary quantizer: fourier+clip, fourier, fourier+fit, clip, ste, approxsign or dsq.")
+@click.option("--quant", default="fourier+clip", show_default=True, help="Binary quantizer: fourier+clip, fourier+clip-channel, fourier, fourier+fit, wavelet, dft, clip, clip-channel, ste, approxsign or dsq.")
 @click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--lr", type=float, default=0.02, show_default=True, help="Adam learning rate (cosine-annealed).")
