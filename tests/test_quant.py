@@ -387,10 +387,11 @@ def test_int8_master_weights_round_stochastically_without_bias():
     torch.manual_seed(0)
     w = torch.rand(200_000, dtype=torch.float64) * 2 - 1
     scale = int8_scale(w)
-    assert scale == 2.0**-7 and w.abs().max() <= INT8_MAX * scale + scale
+    assert scale == 2.0**-7 and w.abs().max() <= (INT8_MAX + 1) * scale
     codes = stochastic_round_int8(w, scale, torch.Generator().manual_seed(1))
     assert codes.dtype == torch.int8
     assert torch.all((codes.double() * scale - w).abs() < scale)  # one of the two neighbours
+    assert stochastic_round_int8(w.new_ones(4), int8_scale(w.new_ones(4)), torch.Generator()).tolist() == [INT8_MAX] * 4
     step = w.new_full((50_000,), 0.3 * scale)  # a third of a grid step above 0
     mean = stochastic_round_int8(step, scale, torch.Generator().manual_seed(2)).double().mean()
     assert mean == pytest.approx(0.3, abs=0.01)  # unbiased: round-to-nearest would give 0

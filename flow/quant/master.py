@@ -3,8 +3,8 @@
 ``float32`` (default) and ``float64`` are the network's dtype (``flow train
 --dtype``). ``int8`` is fixed point on top of it: every latent weight tensor is
 ``scale * q`` with ``q`` an int8 code and ``scale`` a per-tensor power of two
-(the smallest with ``max |w| <= 127 scale``; latent weights live in [-1, 1], so
-2^-7). After every optimizer step the updated weights are put back on that grid
+(the smallest with ``max |w| <= 128 scale``; latent weights live in [-1, 1], so
+2^-7; a weight of +1 becomes code 127, 1 - 2^-7). After every optimizer step the updated weights are put back on that grid
 by stochastic rounding, ``q = floor(w / scale + u)``, ``u ~ U[0, 1)``: unbiased,
 so an update smaller than one grid step still moves the weight by that step with
 the update's probability, where round-to-nearest would drop it. The codes and
@@ -24,12 +24,13 @@ from torch import nn
 
 MASTER_WEIGHTS = ("float", "int8")
 INT8_MAX = 127
+INT8_RANGE = 128  # |code| <= 128 on the negative side, 127 on the positive
 
 
 def int8_scale(w: torch.Tensor) -> float:
     """The per-tensor power-of-two scale of ``w``'s int8 grid."""
     largest = float(w.detach().abs().max())
-    return 2.0 ** math.ceil(math.log2(largest / INT8_MAX)) if largest > 0 else 1.0
+    return 2.0 ** math.ceil(math.log2(largest / INT8_RANGE)) if largest > 0 else 1.0
 
 
 def stochastic_round_int8(w: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
@@ -53,6 +54,6 @@ def master_weight_codes(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
     for name, module in model.named_modules():
         if isinstance(module, (QuantLinear, QuantConv2d)):
             scale = int8_scale(module.weight)
-            q = torch.round(module.weight.detach() / scale)
+            q = torch.clamp(torch.round(module.weight.detach() / scale), -INT8_MAX - 1, INT8_MAX)
             codes[name] = {"codes": q.to(torch.int8).cpu(), "scale": torch.tensor(scale)}
     return codes
