@@ -9,6 +9,7 @@ MODEL      ?= tfc
 DATASET    ?= mnist5k
 QUANT      ?= fourier+clip
 EPOCHS     ?=
+DTYPE      ?= float32
 NPROC      ?= 1
 DEVICE     ?= auto
 BOARD      ?= pynq-z2
@@ -33,7 +34,7 @@ help:
 	@echo "  make csim                 g++ C simulation of OUT/hls, bit for bit against the emulator"
 	@echo "  make check-board          on the PYNQ board: OUT/deploy/check.py --backend pynq (docs/board.md)"
 	@echo "  make bench                emulator speed vs QONNX/FINN/Brevitas/GEMM -> docs/benchmarks.md"
-	@echo "  make compare              all quantizers x 3 seeds, SFC on Fashion-MNIST -> docs/quantizers.md"
+	@echo "  make compare              all quantizers x 5 seeds, SFC + CNV, 95 % CIs, paired p-values -> docs/quantizers.md"
 	@echo "  make test | test-slow     the test suite | its long runs"
 	@echo "  make install              .venv with everything (every target does this first)"
 	@echo "  make system-packages      Debian packages: dataset-fashion-mnist, g++ (as root, when missing)"
@@ -43,8 +44,10 @@ help:
 	@printf "  %-34s %s\n" "MODEL=$(MODEL)" "tfc | sfc | lfc | cnv | cnv-bnn-pynq"
 	@printf "  %-34s %s\n" "DATASET=$(DATASET)" "mnist5k | mnist | fashion-mnist | fashion-mnist32 | fashion-mnist32-rgb | cifar10"
 	@printf "  %-34s %s\n" "" "NAME:TRAIN:TEST: a stratified subset, e.g. fashion-mnist32:1000:100"
-	@printf "  %-34s %s\n" "QUANT=$(QUANT)" "fourier+clip | fourier | fourier+fit | clip | ste | approxsign | dsq"
+	@printf "  %-34s %s\n" "QUANT=$(QUANT)" "fourier+clip | fourier+clip-channel | fourier | fourier+fit | wavelet | dft | clip | clip-channel | ste | approxsign | dsq"
 	@printf "  %-34s %s\n" "EPOCHS=N" "training epochs (default 50)"
+	@printf "  %-34s %s\n" "DTYPE=$(DTYPE)" "float32 | float64: the network and its master weights in training (export casts to float32)"
+	@printf "  %-34s %s\n" "CNV_COMPARE_EPOCHS=$(CNV_COMPARE_EPOCHS)" "compare: CNV epochs"
 	@printf "  %-34s %s\n" "DEVICE=$(DEVICE)" "auto | cpu | cuda | cuda:N"
 	@printf "  %-34s %s\n" "NPROC=$(NPROC)" "training processes (torchrun, DistributedDataParallel)"
 	@printf "  %-34s %s\n" "BOARD=$(BOARD)" "pynq-z2 | pynq-z1 | ultra96-v2 | zcu104 | kv260 | path/to/board.toml"
@@ -90,11 +93,15 @@ system-packages:
 TRAIN_LAUNCH = $(if $(filter-out 1,$(NPROC)),$(PY) -m torch.distributed.run --standalone --nproc-per-node $(NPROC),$(PY))
 
 train: $(VENV)/.installed system-packages
-	$(TRAIN_LAUNCH) -m flow train --out '$(OUT)' --model $(MODEL) --dataset $(DATASET) --quant $(QUANT) --device $(DEVICE) $(if $(EPOCHS),--epochs $(EPOCHS))
+	$(TRAIN_LAUNCH) -m flow train --out '$(OUT)' --model $(MODEL) --dataset $(DATASET) --quant $(QUANT) --device $(DEVICE) --dtype $(DTYPE) $(if $(EPOCHS),--epochs $(EPOCHS))
 
-# all quantizers x 3 seeds, SFC-W1A1 on Fashion-MNIST, 10 epochs -> docs/quantizers.md (+ plots)
+# all quantizers x 5 seeds: SFC-W1A1 on Fashion-MNIST (30 epochs) and CNV-W1A1 on fashion-mnist32
+# (CNV_COMPARE_EPOCHS) -> docs/quantizers.md (+ plots): mean, 95 % CI, paired difference to ste, p-value
+CNV_COMPARE_EPOCHS ?= 30
+COMPARE = $(PY) -m flow compare --device $(DEVICE) --jobs $(COMPARE_JOBS) --seeds 5
 compare: $(VENV)/.installed system-packages
-	$(PY) -m flow compare --device $(DEVICE) --jobs $(COMPARE_JOBS) $(if $(EPOCHS),--epochs $(EPOCHS))
+	$(COMPARE) --name compare-sfc --out build/compare-sfc --model sfc --dataset fashion-mnist --epochs $(or $(EPOCHS),30)
+	$(COMPARE) --name compare-cnv --out build/compare-cnv --model cnv --dataset fashion-mnist32 --epochs $(or $(EPOCHS),$(CNV_COMPARE_EPOCHS))
 
 export: $(VENV)/.installed
 	$(PY) -m flow export '$(OUT)'

@@ -60,14 +60,18 @@ def main(debug) -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True, help="Run directory.")
 @click.option("--model", default="tfc", show_default=True, help="tfc, sfc, lfc, cnv (conv -> max-pool -> BN -> sign) or cnv-bnn-pynq (conv -> BN -> sign -> max-pool).")
 @click.option("--dataset", default="mnist5k", show_default=True, help="mnist5k, fashion-mnist, fashion-mnist32, fashion-mnist32-rgb, mnist or cifar10; NAME:TRAIN:TEST for a subset.")
-@click.option("--quant", default="fourier+clip", show_default=True, help="Binary quantizer: fourier+clip, fourier, fourier+fit, clip, ste, approxsign or dsq.")
+@click.option("--quant", default="fourier+clip", show_default=True, help="Binary quantizer: fourier+clip, fourier+clip-channel, fourier, fourier+fit, wavelet, dft, clip, clip-channel, ste, approxsign or dsq.")
 @click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--lr", type=float, default=0.02, show_default=True, callback=positive_finite,
               help="Adam learning rate (cosine-annealed).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda or cuda:N (under torchrun: each process its local GPU).")
-def train(out_dir, model, dataset, quant, epochs, batch_size, lr, seed, device):
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+              help="Dtype of the network and its master weights in training (export casts to float32).")
+@click.option("--master-weights", type=click.Choice(["float", "int8"]), default="float", show_default=True,
+              help="int8: latent weights on a per-tensor int8 grid, stochastic rounding after every step.")
+def train(out_dir, model, dataset, quant, epochs, batch_size, lr, seed, device, dtype, master_weights):
     """Quantization-aware training; resumes from OUT/checkpoint.pt if a run was interrupted."""
     from flow.models import build_model  # noqa: F401  (validates names before loading data)
     from flow.quant import get_quantizers
@@ -78,7 +82,8 @@ def train(out_dir, model, dataset, quant, epochs, batch_size, lr, seed, device):
 
     if model not in known_models():
         raise FlowError(f"unknown model '{model}'; known models: {', '.join(known_models())}")
-    config = TrainConfig(model=model, dataset=dataset, quant=quant, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    config = TrainConfig(model=model, dataset=dataset, quant=quant, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                         dtype=dtype, master_weights=master_weights)
     with run_directory(out_dir):
         run_train(out_dir, config, device)
 
@@ -121,16 +126,20 @@ def build(onnx_model, board, out_dir, target_fps, input_scale, max_utilization):
               help="Root of the comparison's run directories.")
 @click.option("--doc", type=click.Path(path_type=Path), default="docs/quantizers.md", show_default=True,
               help="Markdown report whose results block is rewritten (plots go next to it).")
-@click.option("--quant", "quantizers", multiple=True, help="Quantizers to compare (repeatable) [default: all seven].")
+@click.option("--quant", "quantizers", multiple=True, help="Quantizers to compare (repeatable) [default: all].")
 @click.option("--model", default="sfc", show_default=True)
 @click.option("--dataset", default="fashion-mnist", show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Runs trained in parallel processes.")
 @click.option("--timing", is_flag=True, help="Instead: measure the backward overhead (fourier vs ste, n=50 vs n=9).")
 @click.option("--report-only", is_flag=True, help="Instead: write DOC and plots from OUT/compare.json.")
-def compare(out_root, doc, quantizers, model, dataset, epochs, seeds, device, jobs, timing, report_only):
+@click.option("--name", default="compare", show_default=True, help="The results block of DOC (and plot prefix).")
+@click.option("--master-weights", type=click.Choice(["float", "int8"]), default="float", show_default=True)
+@click.option("--reference", default="ste", show_default=True, help="The quantizer the others are paired with.")
+def compare(out_root, doc, quantizers, model, dataset, epochs, seeds, device, jobs, timing, report_only, name,
+            master_weights, reference):
     """Train every quantizer with several seeds on an equal budget; report to DOC."""
     import json
 
@@ -143,8 +152,9 @@ def compare(out_root, doc, quantizers, model, dataset, epochs, seeds, device, jo
             raise FlowError(f"{out_root / 'compare.json'}: no comparison there; run `flow compare` first")
         comparison.write_report(json.loads((out_root / "compare.json").read_text()), doc)
     else:
+        options = {"master_weights": master_weights} if master_weights != "float" else {}
         comparison.compare(out_root, doc, tuple(quantizers) or comparison.QUANTIZERS, model, dataset, epochs, seeds,
-                           device, jobs)
+                           device, jobs, name, reference, **options)
 
 
 @main.command()

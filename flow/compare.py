@@ -1,16 +1,19 @@
 """Compare the binary quantizers: equal training budget, several seeds, one report.
 
-``compare()`` trains every quantizer (STE, ApproxSign, DSQ, fourier,
-fourier+fit, clip, fourier+clip) with every seed through :func:`flow.train.train`
-(one run directory each under ``out_root``, so an interrupted comparison
-resumes run by run), in ``jobs`` parallel processes on ``device``, then writes
+``compare()`` trains every quantizer (all of ``flow.quant.QUANTIZERS``) with
+every seed through :func:`flow.train.train` (one run directory each under
+``out_root``, so an interrupted comparison resumes run by run), in ``jobs``
+parallel processes on ``device``, then writes
 
 - ``out_root/compare.json``: every run's history and the summary,
-- the results block of ``docs/quantizers.md`` (mean +- std test accuracy and
-  time per epoch per quantizer) between ``<!-- compare:begin -->`` and
-  ``<!-- compare:end -->``, the rest of the document left as it is,
+- the results block ``<!-- NAME:begin -->`` .. ``<!-- NAME:end -->`` of
+  ``docs/quantizers.md`` (NAME: ``--name``, e.g. ``compare-sfc``), the rest of
+  the document left as it is: per quantizer the mean test accuracy with its
+  95 % confidence interval (Student t over the seeds), and the paired
+  difference to ``ste`` (same seed = same initialization and data order) with
+  its 95 % interval and the two-sided paired t-test's p-value,
 - plots next to it: accuracy curves, each estimator's surrogate gradient
-  against x, and the clip thresholds t1/t2 during training.
+  against x, and the clip thresholds t1/t2 and clipped fractions during training.
 
 A run directory whose training is complete is not trained again, so the same
 command run a second time (for example here, after training on a GPU machine
@@ -40,8 +43,11 @@ import torch
 
 from flow.train import TrainConfig, atomic_write_text, clip_latent_weights, train
 
-QUANTIZERS = ("ste", "approxsign", "dsq", "fourier", "fourier+fit", "clip", "fourier+clip")
+from flow.quant import QUANTIZERS as REGISTRY
+
+QUANTIZERS = tuple(REGISTRY)
 DOC = Path("docs/quantizers.md")
+SIGNIFICANCE = 0.05
 
 
 def run_dir(out_root: Path, quant: str, seed: int) -> Path:
@@ -61,11 +67,16 @@ def compare(
     quantizers: tuple[str, ...] = QUANTIZERS,
     model: str = "sfc",
     dataset: str = "fashion-mnist",
-    epochs: int = 10,
-    seeds: int = 3,
+    epochs: int = 30,
+    seeds: int = 5,
     device: str = "cpu",
     jobs: int = 1,
+    name: str = "compare",
+    reference: str = "ste",
+    **train_options,
 ) -> dict:
+    """``reference``: the quantizer every other one is paired with (seed by seed);
+    ``train_options``: further TrainConfig fields for every run (e.g. ``master_weights="int8"``)."""
     from flow.quant import get_quantizers
 
     for quant in quantizers:
@@ -79,7 +90,7 @@ def compare(
             (quant, seed): pool.submit(
                 _train_one,
                 run_dir(out_root, quant, seed),
-                TrainConfig(model=model, dataset=dataset, quant=quant, epochs=epochs, seed=seed),
+                TrainConfig(model=model, dataset=dataset, quant=quant, epochs=epochs, seed=seed, **train_options),
                 device,
                 threads,
             )
@@ -91,6 +102,9 @@ def compare(
             print(f"{quant} seed {seed}: test {100 * results[(quant, seed)]['test_accuracy']:.2f}%", flush=True)
     histories = {f"{quant}/seed{seed}": result["history"] for (quant, seed), result in results.items()}
     report = {
+        "name": name,
+        "command": command_line(),
+        "train_options": train_options,
         "model": model,
         "dataset": dataset,
         "epochs": epochs,
@@ -99,7 +113,8 @@ def compare(
         "device": device,
         "jobs": jobs,
         "wall_seconds": time.time() - started,
-        "summary": summarize(histories, quantizers, seeds),
+        "reference": reference,
+        "summary": summarize(histories, quantizers, seeds, reference),
         "runs": histories,
     }
     atomic_write_text(out_root / "compare.json", json.dumps(report, indent=2))
@@ -114,54 +129,108 @@ def compare(
     return report
 
 
+def command_line() -> str:
+    import sys
+
+    return "python -m flow " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(("flow", "__main__.py")) else ""
+
+
+def plot_paths(doc: Path, name: str) -> dict[str, Path]:
+    """The report's plots: its own accuracy and clipping curves; the surrogate gradients are shared."""
+    paths = {kind: doc.parent / f"quantizers_{name}_{kind}.png" for kind in ("accuracy", "clipping")}
+    return {**paths, "gradients": doc.parent / "quantizers_gradients.png"}
+
+
 def write_report(report: dict, doc: Path = DOC) -> None:
     """Plots next to ``doc`` and its results block, from a ``compare.json`` report."""
     histories, quantizers = report["runs"], tuple(report["quantizers"])
+    name = report.get("name", "compare")
+    paths = plot_paths(doc, name)
     title = f"{report['model'].upper()}-W1A1 on {report['dataset']}"
-    plot_accuracy(histories, quantizers, doc.parent / "quantizers_accuracy.png", title)
-    plot_surrogate_gradients(doc.parent / "quantizers_gradients.png")
-    plot_thresholds(histories, doc.parent / "quantizers_thresholds.png")
-    write_block(doc, "compare", results_markdown(report))
+    plot_accuracy(histories, quantizers, paths["accuracy"], title)
+    plot_surrogate_gradients(paths["gradients"])
+    plot_clipping(histories, paths["clipping"])
+    write_block(doc, name, results_markdown(report, paths))
 
 
-def summarize(histories: dict, quantizers: tuple[str, ...], seeds: int) -> dict:
+def mean_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t confidence interval (0 for one value or no spread)."""
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    sem = statistics.stdev(values) / len(values) ** 0.5
+    return mean, float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * sem)
+
+
+def paired_difference(values: list[float], reference: list[float]) -> dict:
+    """``values - reference`` seed by seed: mean, 95 % half-width, two-sided paired t-test p-value."""
+    from scipy import stats
+
+    differences = [v - r for v, r in zip(values, reference)]
+    mean, half_width = mean_interval(differences)
+    if len(differences) < 2 or statistics.pstdev(differences) == 0:
+        p_value = float("nan") if len(differences) < 2 else (1.0 if mean == 0 else 0.0)
+    else:
+        p_value = float(stats.ttest_rel(values, reference).pvalue)
+    return {"differences": differences, "mean": mean, "ci95": half_width, "p_value": p_value}
+
+
+def summarize(histories: dict, quantizers: tuple[str, ...], seeds: int, reference: str = "ste") -> dict:
     summary = {}
+    accuracies = {quant: [100 * histories[f"{quant}/seed{s}"][-1]["test_accuracy"] for s in range(seeds)]
+                  for quant in quantizers}
     for quant in quantizers:
         runs = [histories[f"{quant}/seed{s}"] for s in range(seeds)]
-        accuracies = [100 * history[-1]["test_accuracy"] for history in runs]
         # epoch 1 includes start-up (data to device, allocator warm-up)
         seconds = [h["seconds"] for history in runs for h in history[1:]] or [h["seconds"] for h in runs[0]]
+        mean, half_width = mean_interval(accuracies[quant])
         summary[quant] = {
-            "accuracies": accuracies,
-            "mean": statistics.fmean(accuracies),
-            "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+            "accuracies": accuracies[quant],
+            "mean": mean,
+            "ci95": half_width,
+            "std": statistics.stdev(accuracies[quant]) if seeds > 1 else 0.0,
             "seconds_per_epoch": statistics.median(seconds),
         }
+        if quant != reference and reference in accuracies:
+            summary[quant]["paired"] = paired_difference(accuracies[quant], accuracies[reference])
     return summary
 
 
-def results_markdown(report: dict) -> str:
-    summary = report["summary"]
-    ste = summary.get("ste")
+def results_markdown(report: dict, paths: dict[str, Path]) -> str:
+    summary, reference = report["summary"], report.get("reference", "ste")
+    options = "".join(f", {k} {v}" for k, v in report.get("train_options", {}).items())
     lines = [
         f"{report['model'].upper()}-W1A1 on {report['dataset']}, {report['epochs']} epochs, "
-        f"{report['seeds']} seeds (0..{report['seeds'] - 1}), device {report['device']}, {report['jobs']} parallel runs; "
-        f"wall time {report['wall_seconds'] / 60:.1f} min.",
+        f"{report['seeds']} seeds (0..{report['seeds'] - 1}){options}, device {report['device']}, "
+        f"{report['jobs']} parallel runs; wall time {report['wall_seconds'] / 60:.1f} min.",
+        *([f"Command: `{report['command']}`"] if report.get("command") else []),
         "",
-        "| quantizer | test accuracy (mean +- std, %) | vs ste (pp) | per seed (%) | s / epoch (median) |",
-        "|---|---|---|---|---|",
+        f"| quantizer | test accuracy (mean, 95 % CI, %) | vs {reference}, paired (pp, 95 % CI) | p (paired t) | "
+        "per seed (%) | s / epoch (median) |",
+        "|---|---|---|---|---|---|",
     ]
     for quant, row in summary.items():
-        delta = f"{row['mean'] - ste['mean']:+.2f}" if ste and quant != "ste" else ""
+        paired = row.get("paired")
+        delta = f"{paired['mean']:+.2f} +- {paired['ci95']:.2f}" if paired else ""
+        if paired:
+            mark = " *" if paired["p_value"] < SIGNIFICANCE else ""
+            p_value = f"{paired['p_value']:.3f}{mark}"
+        else:
+            p_value = ""
         per_seed = ", ".join(f"{a:.2f}" for a in row["accuracies"])
         lines.append(
-            f"| {quant} | {row['mean']:.2f} +- {row['std']:.2f} | {delta} | {per_seed} | {row['seconds_per_epoch']:.2f} |"
+            f"| {quant} | {row['mean']:.2f} +- {row['ci95']:.2f} | {delta} | {p_value} | {per_seed} | "
+            f"{row['seconds_per_epoch']:.2f} |"
         )
+    significant = [q for q, row in summary.items() if row.get("paired", {}).get("p_value", 1.0) < SIGNIFICANCE]
     lines += [
         "",
-        "![accuracy curves](quantizers_accuracy.png)",
-        "![surrogate gradients](quantizers_gradients.png)",
-        "![clip thresholds](quantizers_thresholds.png)",
+        f"\\* p < {SIGNIFICANCE}: the paired difference to {reference} is significant "
+        f"({', '.join(significant) if significant else 'none here'}); every other difference is not.",
+        "",
+        *[f"![{kind}]({path.name})" for kind, path in paths.items() if path.exists()],
     ]
     return "\n".join(lines)
 
@@ -233,8 +302,9 @@ def plot_surrogate_gradients(path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     for quant in ("ste", "approxsign", "dsq"):
         ax.plot(x, surrogate_gradient(quant, x), label=quant)
-    for epoch, n in ((1, 9), (10, 18)):
-        ax.plot(x, surrogate_gradient("fourier", x, epoch, 10), label=f"fourier, n={n} (epoch {epoch} of 10)")
+    for quant in ("fourier", "dft", "wavelet"):
+        for epoch in (1, 10):
+            ax.plot(x, surrogate_gradient(quant, x, epoch, 10), label=f"{quant}, epoch {epoch} of 10")
     ax.set(xlabel="x", ylabel="d binarize(x) / dx used in backward", title="surrogate gradients of sign")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -242,28 +312,31 @@ def plot_surrogate_gradients(path: Path) -> None:
     _save(fig, path)
 
 
-def plot_thresholds(histories: dict, path: Path) -> None:
+def plot_clipping(histories: dict, path: Path) -> None:
+    """Per clip quantizer (seed 0): t1/t2 per layer and the fraction of weights clipped, per epoch."""
     clipped = {
         run.rsplit("/", 1)[0]: history
         for run, history in histories.items()
-        if run.endswith("/seed0") and "clip_thresholds" in history[0]
+        if run.endswith("/seed0") and "clip" in history[0]
     }
     if not clipped:
         return
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(clipped), figsize=(6 * len(clipped), 4.5), squeeze=False)
-    for ax, (quant, history) in zip(axes[0], clipped.items()):
+    fig, axes = plt.subplots(2, len(clipped), figsize=(6 * len(clipped), 8), squeeze=False)
+    for column, (quant, history) in enumerate(clipped.items()):
+        ax_t, ax_f = axes[0][column], axes[1][column]
         epochs = [h["epoch"] for h in history]
-        for layer in history[0]["clip_thresholds"]:
-            t1 = [h["clip_thresholds"][layer][0] for h in history]
-            t2 = [h["clip_thresholds"][layer][1] for h in history]
-            (line,) = ax.plot(epochs, t2, marker="o", label=layer)
-            ax.plot(epochs, t1, marker="o", color=line.get_color())
-        ax.axhline(1.0, color="grey", linestyle=":")
-        ax.axhline(-1.0, color="grey", linestyle=":")
-        ax.set(xlabel="epoch", ylabel="t1 (lower), t2 (upper)", title=f"{quant}, seed 0: clip thresholds per layer")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        for i, layer in enumerate(history[0]["clip"]):
+            ax_t.plot(epochs, [h["clip"][layer]["t2"] for h in history], marker="o", color=f"C{i}", label=layer)
+            ax_t.plot(epochs, [h["clip"][layer]["t1"] for h in history], marker="x", ls="--", color=f"C{i}")
+            ax_f.plot(epochs, [100 * h["clip"][layer]["clipped_fraction"] for h in history], marker="o", label=layer)
+        ax_t.axhline(1.0, color="grey", linestyle=":")
+        ax_t.axhline(-1.0, color="grey", linestyle=":")
+        ax_t.set(xlabel="epoch", ylabel="t1 (dashed), t2", title=f"{quant}, seed 0: clip thresholds (channel mean)")
+        ax_f.set(xlabel="epoch", ylabel="weights clipped (%)", title=f"{quant}, seed 0: clipped fraction per layer")
+        for ax in (ax_t, ax_f):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
     fig.tight_layout()
     _save(fig, path)
 

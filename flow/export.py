@@ -1,7 +1,13 @@
 """Export: trained checkpoint -> QONNX (``model.onnx``), checked by execution.
 
 The model is exported with Brevitas' QONNX exporter and cleaned with qonnx;
-its input is annotated UINT8 (the network takes raw pixels). Before the file
+its input is annotated UINT8 (the network takes raw pixels). Every weight
+``BipolarQuant`` is built from the *stored* binarized weights (value and
+scale) of its layer, not from the latent weights: the stored binarization
+need not be sign(latent) (a quantizer may binarize otherwise, e.g. clip
+thresholds crossing 0; the latent weights may have changed since), and PyTorch's
+eval mode, the QONNX graph and the hardware must all use the stored one. The model is the checkpoint's in float32 (a float64-trained one is
+cast; its stored binarized weights +-2^k are exact in float32). Before the file
 is put in place, the QONNX graph is executed on test images and its
 predictions must equal PyTorch's, image for image; otherwise export fails and
 leaves no ``model.onnx`` behind.
@@ -34,8 +40,27 @@ def load_trained_model(checkpoint_path: Path) -> tuple[torch.nn.Module, dict]:
     except (KeyError, TypeError, ValueError) as exc:
         raise FlowError(f"{checkpoint_path}: its config cannot describe a network ({type(exc).__name__}: {exc})") from None
     load_model_state(model, checkpoint, checkpoint_path)
-    model.eval()
+    model.float().eval()
     return model, checkpoint
+
+
+def latent_weights_from_stored_binarization(model: torch.nn.Module) -> None:
+    """Set each layer's latent weights to its stored binarized weights (+-scale).
+
+    Brevitas exports a weight quantizer as ``BipolarQuant(latent, scale)``,
+    i.e. sign(latent) * scale; with the latent weights replaced by the stored
+    +-scale values (never 0: scale > 0) that node computes exactly the stored
+    binarization. Layers whose quantizer stores nothing (Brevitas' own ``ste``)
+    binarize sign(latent) in eval mode, which the graph computes already.
+    """
+    from brevitas.nn.quant_layer import QuantWeightBiasInputOutputLayer
+
+    with torch.no_grad():
+        for layer in model.modules():
+            stored = getattr(getattr(layer.weight_quant, "tensor_quant", None), "binarized", None) \
+                if isinstance(layer, QuantWeightBiasInputOutputLayer) else None
+            if stored is not None and stored.stored:
+                layer.weight.copy_(stored.value)
 
 
 def torch_predictions(model: torch.nn.Module, images: np.ndarray, batch: int = 1000) -> np.ndarray:
@@ -63,6 +88,7 @@ def export(checkpoint_path: Path, onnx_path: Path, check_images: int = 500) -> d
     from qonnx.core.modelwrapper import ModelWrapper
 
     model, checkpoint = load_trained_model(checkpoint_path)
+    latent_weights_from_stored_binarization(model)
     image_shape = tuple(checkpoint["image_shape"])
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     # The exporter may write a weights side file next to its output: work in

@@ -57,8 +57,10 @@ def binary_classifier(width: int, hidden: tuple[int, ...], num_classes: int, qua
         if dropout is not None:
             layers.append(nn.Dropout(dropout))
         width = out_features
+    # No batch-norm follows the last layer, so a weight scale there reaches the logits; a per-channel
+    # scale would change the arg-max and could not go into the label select: per tensor (flow.quant.clip).
     return layers + [
-        QuantLinear(width, num_classes, bias=False, weight_quant=quant.weight),
+        QuantLinear(width, num_classes, bias=False, weight_quant=quant.weight, weight_clip_scale_per_channel=False),
         LogitScale(1.0 / math.sqrt(width)),
     ]
 

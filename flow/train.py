@@ -19,6 +19,16 @@ The checkpoint also holds ``binarized_weights`` (layer name -> the weights as
 the layer uses them after binarization, e.g. ``+-alpha``); the weight
 quantizers keep the same values in the model state and use them in eval
 mode, so inference and export run on exactly these stored binarized weights.
+Beside them: the latent weights (in ``model``), ``clip_thresholds`` (layer ->
+t1, t2 tensors, one per output channel for ``clip-channel``) and, with int8
+master weights, ``master_weights`` (layer -> int8 codes and scale).
+
+Master weights: ``dtype`` float32 (default) or float64 is the dtype the whole
+network trains in; ``master_weights="int8"`` keeps the latent weights on a
+per-tensor int8 grid with stochastic rounding after every step
+(flow.quant.master). Export and the hardware take the float32 cast of the
+trained model (FINN works in float32); the stored binarized weights are +-2^k
+and survive that cast exactly.
 
 Multi-process: started by ``torchrun --nproc-per-node N`` (``make train
 NPROC=N``), each process computes its share of every batch under
@@ -47,8 +57,11 @@ from flow.errors import FlowError
 from flow.files import atomic_write_text
 from flow.models import build_model
 from flow.quant import start_epoch, store_binarized_weights
-from flow.quant.clip import clip_thresholds
+from flow.quant.clip import CLIP_LR_SCALE, ClipSignWeightQuant, clip_statistics, clip_thresholds
 from flow.quant.fit import FIT_LR_SCALE
+from flow.quant.master import MASTER_WEIGHTS, master_weight_codes, round_master_weights
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -61,15 +74,29 @@ class TrainConfig:
     lr: float = 0.02
     weight_decay: float = 0.0
     seed: int = 0
+    dtype: str = "float32"
+    master_weights: str = "float"
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise FlowError(f"unknown dtype '{self.dtype}'; use {' or '.join(DTYPES)}")
+        if self.master_weights not in MASTER_WEIGHTS:
+            raise FlowError(f"unknown master weights '{self.master_weights}'; use {' or '.join(MASTER_WEIGHTS)}")
+
+
+def stored_config(checkpoint: dict) -> dict:
+    """The checkpoint's config, with the defaults of fields added since it was written."""
+    defaults = asdict(TrainConfig())
+    return {**{k: defaults[k] for k in ("dtype", "master_weights")}, **checkpoint["config"]}
 
 
 def evaluate(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
     model.eval()
-    device = next(model.parameters()).device
+    parameter = next(model.parameters())
     correct = 0
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(images[start : start + batch_size]).to(device).float()
+            x = torch.from_numpy(images[start : start + batch_size]).to(parameter.device, parameter.dtype)
             correct += int((model(x).argmax(1).cpu().numpy() == labels[start : start + batch_size]).sum())
     return correct / len(images)
 
@@ -124,19 +151,24 @@ def clip_latent_weights(model: torch.nn.Module) -> None:
 
 
 def parameter_groups(model: torch.nn.Module, lr: float) -> list[dict]:
-    """The network's parameters at ``lr``; the error-fit modules' at a scaled-down rate.
+    """The network's parameters at ``lr``; the error fits' and clip thresholds' at scaled-down rates.
 
     The fits' output never reaches the forward pass, only their Jacobian
     reaches backward; at the network's Adam rate their weights grow within an
     epoch to a Jacobian that swamps the series gradient (measured: TFC on
-    mnist5k collapses to ~30 %), see docs/quantizers.md.
+    mnist5k collapses to ~30 %), see docs/quantizers.md. The clip thresholds'
+    parameters pass through tanh / sigmoid (flow.quant.clip); Adam's steps of
+    ~lr would saturate them within an epoch.
     """
-    fit, network = [], []
+    thresholds = {id(p) for m in model.modules() if isinstance(m, ClipSignWeightQuant) for p in m.parameters(recurse=False)}
+    fit, clip, network = [], [], []
     for name, parameter in model.named_parameters():
-        (fit if ".error_fit." in name else network).append(parameter)
+        (fit if ".error_fit." in name else clip if id(parameter) in thresholds else network).append(parameter)
     groups = [{"params": network, "lr": lr}]
     if fit:
         groups.append({"params": fit, "lr": lr * FIT_LR_SCALE})
+    if clip:
+        groups.append({"params": clip, "lr": lr * CLIP_LR_SCALE})
     return groups
 
 
@@ -209,6 +241,34 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     os.replace(tmp, path)
 
 
+def plot_clipped_fractions(history: list[dict], path: Path, title: str) -> None:
+    """Per clip-quantized layer: the fraction of weights clipped and t1 / t2 (channel means) per epoch."""
+    try:
+        import matplotlib
+    except ImportError:
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_f, ax_t) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, layer in enumerate(history[0]["clip"]):
+        ax_f.plot(epochs, [100 * h["clip"][layer]["clipped_fraction"] for h in history], marker="o", label=layer)
+        ax_t.plot(epochs, [h["clip"][layer]["t2"] for h in history], marker="o", color=f"C{i}", label=f"{layer} t2")
+        ax_t.plot(epochs, [h["clip"][layer]["t1"] for h in history], marker="x", ls="--", color=f"C{i}", label=f"{layer} t1")
+    ax_f.set(xlabel="epoch", ylabel="weights clipped (%)", title="clipped fraction per layer")
+    ax_t.set(xlabel="epoch", ylabel="threshold (channel mean)", title="t1 (dashed), t2")
+    for ax in (ax_f, ax_t):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def train(out_dir: Path, config: TrainConfig, device: str = "cpu") -> dict:
     """Train (or resume training) into ``out_dir``; return the metrics written.
 
@@ -230,12 +290,15 @@ def _train(out_dir: Path, config: TrainConfig, device: torch.device, distributed
     checkpoint_path = out_dir / "checkpoint.pt"
     dataset = datasets.load(config.dataset)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, config.quant, dataset.image_shape, dataset.num_classes)
+    model = build_model(config.model, config.quant, dataset.image_shape, dataset.num_classes).to(DTYPES[config.dtype])
+    int8_master = config.master_weights == "int8"
+    if int8_master:  # the master weights start on their grid too
+        round_master_weights(model, torch.Generator().manual_seed(config.seed))
     checkpoint = None
     history: list[dict] = []
     if checkpoint_path.exists():
         checkpoint = load_checkpoint(checkpoint_path)
-        if checkpoint["config"] != asdict(config):
+        if stored_config(checkpoint) != asdict(config):
             raise FlowError(
                 f"{checkpoint_path} belongs to another run ({checkpoint['config']}); "
                 "choose another OUT directory or delete it"
@@ -261,7 +324,7 @@ def _train(out_dir: Path, config: TrainConfig, device: torch.device, distributed
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True,
         )
-    train_images = torch.from_numpy(dataset.train_images).to(device).float()
+    train_images = torch.from_numpy(dataset.train_images).to(device, DTYPES[config.dtype])
     train_labels = torch.from_numpy(dataset.train_labels).to(device)
     steps_per_epoch = math.ceil(len(train_images) / config.batch_size)
     progress = Progress(
@@ -282,6 +345,8 @@ def _train(out_dir: Path, config: TrainConfig, device: torch.device, distributed
             order = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(config.seed * 100003 + epoch))
             # dropout masks; other processes see other samples, so other masks
             torch.manual_seed(config.seed * 100003 + epoch + 7919 * distributed.rank)
+            # stochastic rounding of int8 master weights: the same draws in every process (same weights)
+            rounding = torch.Generator().manual_seed(config.seed * 100003 + epoch + 1)
             totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, correct
             for step in range(steps_per_epoch):
                 batch = order[step * config.batch_size : (step + 1) * config.batch_size]
@@ -298,6 +363,8 @@ def _train(out_dir: Path, config: TrainConfig, device: torch.device, distributed
                 loss.backward()
                 optimizer.step()
                 clip_latent_weights(model)
+                if int8_master:
+                    round_master_weights(model, rounding)
                 with torch.no_grad():
                     totals[0] += loss.detach() * len(idx)
                     totals[1] += (logits.argmax(1) == train_labels[idx]).sum()
@@ -319,7 +386,8 @@ def _train(out_dir: Path, config: TrainConfig, device: torch.device, distributed
                     "test_accuracy": test_accuracy,
                     "lr": optimizer.param_groups[0]["lr"],
                     "seconds": time.time() - start,
-                    **({"clip_thresholds": thresholds} if (thresholds := clip_thresholds(model)) else {}),
+                    # per layer: t1, t2 (channel means) and the fraction of weights clipped
+                    **({"clip": stats} if (stats := clip_statistics(model)) else {}),
                 }
             )
             atomic_torch_save(
@@ -329,6 +397,8 @@ def _train(out_dir: Path, config: TrainConfig, device: torch.device, distributed
                     "num_classes": dataset.num_classes,
                     "model": model.state_dict(),
                     "binarized_weights": binarized_weights,
+                    "clip_thresholds": clip_thresholds(model),
+                    **({"master_weights": master_weight_codes(model)} if int8_master else {}),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "history": history,
@@ -347,5 +417,7 @@ def _train(out_dir: Path, config: TrainConfig, device: torch.device, distributed
     }
     atomic_write_text(out_dir / "train_metrics.json", json.dumps(metrics, indent=2))
     plot_curves(history, out_dir / "training_curve.png", f"{config.model} / {config.quant} on {config.dataset}")
+    if "clip" in history[-1]:
+        plot_clipped_fractions(history, out_dir / "clipped_fraction.png", f"{config.model} / {config.quant}")
     print(f"test accuracy {100 * metrics['test_accuracy']:.2f}% after {len(history)} epochs -> {out_dir}")
     return metrics

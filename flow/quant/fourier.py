@@ -12,8 +12,20 @@ issue 3): with ``omega = pi/2`` (the series spans (-1, 1)) and n = 9..18 the
 derivative is a spike of height ~20 at 0 with negative lobes, and training
 collapses to ~45 % (STE: 82.2 %); ``omega = 0.1`` with the gradient kept only
 where ``|x| <= 1`` (as in the public FDA re-implementations) trains to 82.6 %.
-Over |x| <= 1 the omega = 0.1 derivative is a smooth bump (height
-``4 omega (n+1)/pi``, ~0.7..2.4) that narrows as n grows: a sharpening STE.
+
+The curve actually used (omega = 0.1, |x| <= 1): ``(4 omega/pi) sin(Kx) / (2 sin(omega x))``
+with ``K = 2(n+1) omega``, close to ``(2/pi) sin(Kx)/x``. Its peak at 0 is
+``4 omega (n+1)/pi`` (1.27 at n = 9, 2.42 at n = 18) and its first zero is at
+``|x| = pi/K``: outside |x| <= 1 for n <= 14, but inside for every n >= 15
+(0.98 at n = 15, 0.83 at n = 18), where the raw derivative goes negative down
+to -0.39 (-16 % of the peak, on 17 % of [-1, 1] at n = 18): a gradient of
+the wrong sign for the latent weights and activations sitting there. The
+default therefore clamps the derivative at 0 (``clamp_negative=True``): a
+bump of height 4 omega (n+1)/pi that narrows as n grows and is exactly 0
+beyond its first zero. The alternative, tying omega to n so that the first
+zero sits at the mask (``omega=None``: ``omega = pi / (2 (n+1) grad_mask)``,
+the same curve for every n), was measured against the clamp and the unclamped
+derivative; see docs/quantizers.md (section "fourier: the wrong-sign gradient").
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from flow.quant.base import SurrogateActQuant, SurrogateWeightQuant
 DEFAULT_OMEGA = 0.1
 DEFAULT_TERMS = (9, 18)  # n at the first and at the last epoch
 DEFAULT_GRAD_MASK = 1.0  # gradient kept where |x| <= this
+DEFAULT_CLAMP_NEGATIVE = True  # no wrong-sign gradient beyond the first zero (n >= 15 at omega 0.1)
 
 
 def odd_cosine_sum(a: torch.Tensor, n: int) -> torch.Tensor:
@@ -50,29 +63,45 @@ def fourier_series(t: torch.Tensor, n: int, omega: float) -> torch.Tensor:
     return 4 / math.pi * sum(torch.sin((2 * i + 1) * omega * t) / (2 * i + 1) for i in range(n + 1))
 
 
+def first_zero(omega: float, n: int) -> float:
+    """|x| of the n-term derivative's first zero, ``pi / (2 (n+1) omega)``."""
+    return math.pi / (2 * (n + 1) * omega)
+
+
 class FourierEstimator(nn.Module):
     """Derivative of the n-term Fourier series of sign, masked to |x| <= grad_mask.
 
     ``grad_mask=None`` keeps the gradient over the open half period
     ``|x| < pi/omega``, where the series represents sign. n follows a linear
-    per-epoch schedule from ``terms[0]`` to ``terms[1]``.
+    per-epoch schedule from ``terms[0]`` to ``terms[1]``. ``clamp_negative``
+    sets the derivative to 0 where it is negative (beyond its first zero
+    ``pi / (2 (n+1) omega)``). ``omega=None`` ties omega to n so that the first
+    zero is at ``grad_mask``: ``omega = pi / (2 (n+1) grad_mask)``.
     """
 
-    def __init__(self, omega: float = DEFAULT_OMEGA, terms: tuple[int, int] = DEFAULT_TERMS,
-                 grad_mask: float | None = DEFAULT_GRAD_MASK):
+    def __init__(self, omega: float | None = DEFAULT_OMEGA, terms: tuple[int, int] = DEFAULT_TERMS,
+                 grad_mask: float | None = DEFAULT_GRAD_MASK, clamp_negative: bool = DEFAULT_CLAMP_NEGATIVE):
         super().__init__()
-        half_period = math.pi / omega
-        if grad_mask is not None and not 0 < grad_mask < half_period:
-            raise ValueError(f"fourier grad_mask {grad_mask} must lie in (0, half period {half_period:g})")
-        self.omega = omega
+        if omega is None and grad_mask is None:
+            raise ValueError("fourier: omega tied to n (omega=None) needs a grad_mask")
+        if grad_mask is not None and omega is not None and not 0 < grad_mask < math.pi / omega:
+            raise ValueError(f"fourier grad_mask {grad_mask} must lie in (0, half period {math.pi / omega:g})")
+        self.tied = omega is None
         self.terms_schedule = tuple(terms)
-        self.n = terms[0]
         self.grad_mask = grad_mask
+        self.clamp_negative = clamp_negative
+        self.omega = omega
+        self.set_terms(terms[0])
+
+    def set_terms(self, n: int) -> None:
+        self.n = n
+        if self.tied:
+            self.omega = first_zero(1.0, n) / self.grad_mask
 
     def on_epoch(self, epoch: int, epochs: int) -> None:
         first, last = self.terms_schedule
         progress = (epoch - 1) / (epochs - 1) if epochs > 1 else 1.0
-        self.n = round(first + (last - first) * progress)
+        self.set_terms(round(first + (last - first) * progress))
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         a = self.omega * x
@@ -83,16 +112,17 @@ class FourierEstimator(nn.Module):
             at_pole = sin_a == 0
             ratio = torch.sin(2 * (self.n + 1) * a) / (2 * torch.where(at_pole, 1.0, sin_a))
             grad = (4 * self.omega / math.pi) * torch.where(at_pole, float(self.n + 1), ratio)
-            return torch.where(x.abs() <= self.grad_mask, grad, 0.0)
-        grad = (4 * self.omega / math.pi) * odd_cosine_sum(a, self.n)
-        if self.grad_mask is None:
-            keep = x.abs() * self.omega < math.pi
-        else:
             keep = x.abs() <= self.grad_mask
+        else:
+            grad = (4 * self.omega / math.pi) * odd_cosine_sum(a, self.n)
+            keep = x.abs() * self.omega < math.pi if self.grad_mask is None else x.abs() <= self.grad_mask
+        if self.clamp_negative:
+            keep = keep & (grad > 0)
         return torch.where(keep, grad, 0.0)
 
     def extra_repr(self) -> str:
-        return f"omega={self.omega}, n={self.n}, terms={self.terms_schedule}, grad_mask={self.grad_mask}"
+        return (f"omega={self.omega:g}{' (tied to n)' if self.tied else ''}, n={self.n}, terms={self.terms_schedule}, "
+                f"grad_mask={self.grad_mask}, clamp_negative={self.clamp_negative}")
 
 
 class FourierWeightQuant(SurrogateWeightQuant):
@@ -100,6 +130,7 @@ class FourierWeightQuant(SurrogateWeightQuant):
     omega = DEFAULT_OMEGA
     terms = DEFAULT_TERMS
     grad_mask = DEFAULT_GRAD_MASK
+    clamp_negative = DEFAULT_CLAMP_NEGATIVE
 
 
 class FourierActQuant(SurrogateActQuant):
@@ -107,3 +138,4 @@ class FourierActQuant(SurrogateActQuant):
     omega = DEFAULT_OMEGA
     terms = DEFAULT_TERMS
     grad_mask = DEFAULT_GRAD_MASK
+    clamp_negative = DEFAULT_CLAMP_NEGATIVE
