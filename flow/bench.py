@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from flow.emulate import Emulator, blas_controller, run_dataset
+from flow.emulate import Emulator, blas_controller
+from flow.inputs import run_dataset
 from flow.errors import FlowError
 
 console = Console()

@@ -37,6 +37,7 @@ from flow.errors import FlowError
 from flow.files import write_json
 from flow.finn_env import init_finn
 from flow.hls import hls_backend, step_generate_hls
+from flow.inputs import check_input_contract, trained_dataset
 
 console = Console()
 
@@ -570,14 +571,25 @@ def fastest_fitting_folding(model, slowest: Folding, cfg: BuildConfig) -> tuple[
 # --------------------------------------------------------------------------- reporting
 
 
-def layer_rows(model, part: str) -> list[dict]:
-    """Per hardware layer: shape, folding, cycles and resource estimates."""
+def post_synthesis_ff(report_dir: Path | None) -> dict[str, float]:
+    """FF per layer from FINN's post-synthesis report (only with the vendor tools): FINN's
+    pre-synthesis estimates (``node_res_estimation``) give LUT, BRAM, URAM and DSP but no FF."""
+    path = report_dir / "post_synth_resources.json" if report_dir is not None else None
+    if path is None or not path.exists():
+        return {}
+    report = json.loads(path.read_text())
+    return {name: entry["FF"] for name, entry in report.items() if isinstance(entry, dict) and "FF" in entry}
+
+
+def layer_rows(model, part: str, report_dir: Path | None = None) -> list[dict]:
+    """Per hardware layer: shape, folding, cycles and resource estimates (FF: None before synthesis)."""
     from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
     from qonnx.custom_op.registry import getCustomOp
 
     cycles = model.analysis(exp_cycles_per_layer)
     resources = model.analysis(lambda m: res_estimation(m, part))
+    flip_flops = post_synthesis_ff(report_dir)
     rows = []
     for node in model.graph.node:
         inst = getCustomOp(node)
@@ -596,30 +608,42 @@ def layer_rows(model, part: str) -> list[dict]:
                 "cycles": cycles.get(node.name, 0),
                 "LUT": resources.get(node.name, {}).get("LUT", 0),
                 "BRAM_18K": resources.get(node.name, {}).get("BRAM_18K", 0),
+                "DSP": resources.get(node.name, {}).get("DSP", 0),
+                "FF": flip_flops.get(node.name),
             }
         )
     return rows
 
 
 def print_layer_table(model, cfg: BuildConfig) -> None:
-    rows = layer_rows(model, cfg.board.part)
-    table = Table(title=f"Folded dataflow design for {cfg.board.name} ({cfg.board.part})")
-    for column in ("layer", "MW x MH", "SIMD", "PE", "cycles", "LUT", "BRAM18"):
+    rows = layer_rows(model, cfg.board.part, cfg.report_dir)
+    synthesized = all(r["FF"] is not None for r in rows)
+    table = Table(
+        title=f"Folded dataflow design for {cfg.board.name} ({cfg.board.part})",
+        caption=None if synthesized else "FF: post-synthesis only (FINN's estimates give none before synthesis)",
+    )
+    for column in ("layer", "MW x MH", "SIMD", "PE", "cycles", "LUT", "BRAM18", "DSP", "FF"):
         table.add_column(column, justify="left" if column == "layer" else "right")
+
+    def ff(value) -> str:
+        return f"{value:,.0f}" if value is not None else "-"
+
     for row in rows:
         table.add_row(
             row["layer"], row["shape"], str(row["SIMD"]), str(row["PE"]), f"{row['cycles']:,}",
-            f"{row['LUT']:,.0f}", f"{row['BRAM_18K']:,.0f}",
+            f"{row['LUT']:,.0f}", f"{row['BRAM_18K']:,.0f}", f"{row['DSP']:,.0f}", ff(row["FF"]),
         )
     lut = sum(r["LUT"] for r in rows)
     bram = sum(r["BRAM_18K"] for r in rows)
+    dsp = sum(r["DSP"] for r in rows)
     max_cycles = max(r["cycles"] for r in rows)
     board = cfg.board.resources
     table.add_section()
-    table.add_row("total", "", "", "", f"max {max_cycles:,}", f"{lut:,.0f}", f"{bram:,.0f}")
+    table.add_row("total", "", "", "", f"max {max_cycles:,}", f"{lut:,.0f}", f"{bram:,.0f}", f"{dsp:,.0f}",
+                  ff(sum(r["FF"] for r in rows) if synthesized else None))
     table.add_row(
         f"budget ({cfg.max_utilization:.0%} of board)", "", "", "", "",
-        f"{board['LUT'] * cfg.max_utilization:,.0f}", f"{board['BRAM_18K'] * cfg.max_utilization:,.0f}",
+        *(f"{board[k] * cfg.max_utilization:,.0f}" for k in ("LUT", "BRAM_18K", "DSP", "FF")),
     )
     console.print(table)
     clock_hz = cfg.board.clock_mhz * 1e6
@@ -655,14 +679,22 @@ def load_qonnx(path: Path):
     return ModelWrapper(proto)
 
 
-def prepare_input(model, input_scale: float | None):
-    """The accelerator reads integer pixels: annotate them, or prepend FINN's ToTensor scaling."""
+def prepare_input(model, input_scale: float | None, input_datatype: str | None = None):
+    """The accelerator reads integer pixels: annotate them, or prepend FINN's ToTensor scaling.
+
+    Returns the model and the ``InputTransform`` added (recorded in build.json).
+    """
     import numpy as np
     from onnx import helper
     from qonnx.core.datatype import DataType
 
+    from flow.inputs import InputTransform
+
     name = model.graph.input[0].name
+    declared = model.get_tensor_datatype(name)
     if input_scale is not None:
+        if not (math.isfinite(input_scale) and input_scale > 0):
+            raise FlowError(f"--input-scale {input_scale:g}: must be a positive number (255 for pixels / 255)")
         scaled = name + "_scaled"
         for consumer in model.find_consumers(name):
             for i, inp in enumerate(consumer.input):
@@ -670,14 +702,30 @@ def prepare_input(model, input_scale: float | None):
                     consumer.input[i] = scaled
         model.set_initializer(name + "_scale", np.asarray(1.0 / input_scale, dtype=np.float32))
         model.graph.node.insert(0, helper.make_node("Mul", [name, name + "_scale"], [scaled]))
-        model.set_tensor_datatype(name, DataType["UINT8"])
+    if input_scale is not None or input_datatype is not None:
+        try:
+            dtype = DataType[input_datatype or "UINT8"]
+        except KeyError:
+            raise FlowError(f"--input-datatype {input_datatype}: not a FINN data type (e.g. UINT8, INT8, BINARY)") from None
+        model.set_tensor_datatype(name, dtype)
     dtype = model.get_tensor_datatype(name)
     if not dtype.is_integer():
         raise FlowError(
-            f"input '{name}' is {dtype.name}: the accelerator takes integer pixels; if the model "
-            "expects pixels/255 (as Brevitas' bnn_pynq models do), build with --input-scale 255"
+            f"input '{name}' is {dtype.name}: the accelerator takes integer pixels; if the model expects "
+            "pixels / 255 (as Brevitas' bnn_pynq models do), build with --input-scale 255; if it reads raw "
+            "pixels 0..255 (scaling them itself), build with --input-datatype UINT8"
         )
-    return model
+    return model, InputTransform(dtype.name, input_scale), declared.name
+
+
+def keep_built_model(onnx_path: Path, out_dir: Path) -> None:
+    """RUN_DIR/model.onnx is the exact QONNX the build started from (the reference of every later stage)."""
+    kept = out_dir / "model.onnx"
+    if kept.exists() and kept.resolve() == onnx_path.resolve():
+        return
+    tmp = kept.with_name(kept.name + ".tmp")
+    shutil.copyfile(onnx_path, tmp)
+    os.replace(tmp, kept)
 
 
 def build(
@@ -687,6 +735,8 @@ def build(
     target_fps: int | None = None,
     input_scale: float | None = None,
     max_utilization: float = MAX_UTILIZATION,
+    input_datatype: str | None = None,
+    dataset: str | None = None,
 ) -> dict:
     """Run every build step; return (and write as ``build.json``) what was built."""
     init_finn(out_dir)
@@ -694,7 +744,9 @@ def build(
     marker = out_dir / "build.json"
     marker.unlink(missing_ok=True)  # a failed rebuild must not look complete
     cfg = BuildConfig(out_dir, board, target_fps, max_utilization)
-    model = prepare_input(load_qonnx(onnx_path), input_scale)
+    model, transform, declared = prepare_input(load_qonnx(onnx_path), input_scale, input_datatype)
+    keep_built_model(onnx_path, out_dir)
+    dataset = dataset or trained_dataset(out_dir)
     times = {}
     for step in BUILD_STEPS:
         console.print(f"[bold]{step.__name__}[/]")
@@ -703,6 +755,8 @@ def build(
         times[step.__name__] = round(time.time() - start, 2)
         save_model(model, cfg.intermediate_dir / f"{step.__name__}.onnx")
     save_model(model, out_dir / "dataflow_model.onnx")
+    if dataset is not None:
+        check_input_contract(out_dir, transform, declared, dataset)
     performance = json.loads((cfg.report_dir / "estimate_network_performance.json").read_text())
     summary = {
         "model": str(onnx_path),
@@ -714,6 +768,8 @@ def build(
         "estimated_throughput_fps": performance["estimated_throughput_fps"],
         "estimated_latency_ns": performance["estimated_latency_ns"],
         "step_seconds": times,
+        "input_transform": transform.to_dict(),
+        "dataset": dataset,
     }
     write_json(marker, summary)
     from flow.deploy import deploy_built_run  # the deployment package: RUN_DIR/deploy/ + deploy.tar.gz
