@@ -67,13 +67,22 @@ def trained_dataset(run_dir: Path) -> str | None:
     return json.loads(metrics.read_text())["config"]["dataset"]
 
 
+def packaged_dataset(run_dir: Path) -> str | None:
+    """The test set ``deploy --dataset`` packaged (RUN_DIR/deploy/manifest.json)."""
+    manifest = Path(run_dir) / "deploy" / "manifest.json"
+    try:
+        return json.loads(manifest.read_text())["test_set"]["dataset"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
 def run_dataset(run_dir: Path, dataset: str | None = None) -> str:
-    """The test set of a run: ``dataset`` if given, else the build's record, else the training's."""
+    """The test set of a run: ``dataset`` if given, else the build's record, the package's, the training's."""
     run_dir = Path(run_dir)
     recorded = None
     if (run_dir / "build.json").exists():
         recorded = build_record(run_dir).get("dataset")
-    name = dataset or recorded or trained_dataset(run_dir)
+    name = dataset or recorded or packaged_dataset(run_dir) or trained_dataset(run_dir)
     if name is None:
         raise FlowError(
             f"{run_dir}: no test set known (the model was not trained here and was built without --dataset); "
@@ -84,11 +93,15 @@ def run_dataset(run_dir: Path, dataset: str | None = None) -> str:
 
 def qonnx_predictions(model_path: Path, images: np.ndarray, transform: InputTransform) -> np.ndarray:
     """Class indices of ``model.onnx`` executed on ``images`` through the build's input transformation."""
+    from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
 
     from flow.graphs import execute_batched, predictions
 
-    return predictions(execute_batched(ModelWrapper(str(model_path)), transform.apply(images)))
+    model = ModelWrapper(str(model_path))
+    if transform.scale is not None:  # the model reads the scaled pixels, whatever its input's annotation
+        model.set_tensor_datatype(model.graph.input[0].name, DataType["FLOAT32"])
+    return predictions(execute_batched(model, transform.apply(images)))
 
 
 def check_input_contract(run_dir: Path, transform: InputTransform, declared: str, dataset: str) -> None:

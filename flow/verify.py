@@ -16,6 +16,11 @@ and HW graphs keep the tensor names that the dataflow layers output. On a
 mismatch the report names the first layer that diverges and its first
 differing element. Written to ``report/verification.json``.
 
+A model trained elsewhere (no ``checkpoint.pt``) skips the PyTorch level; its
+QONNX model (``model.onnx``, run through the build's input transformation)
+is compared by its label, the levels below it layer by layer
+(``skipped_levels``; a new level goes into ``LEVELS`` and ``level_runners``).
+
 Convolutional networks: PyTorch and QONNX hold NCHW maps, the accelerator
 streams NHWC; they are compared in the accelerator's order. In a
 conv -> max-pool -> batch-norm -> sign block the activation PyTorch sees is
