@@ -20,6 +20,8 @@ import pytest
 from tests.conftest import REPO, run_flow
 
 EXPORT_SCRIPT = REPO / "examples" / "bnn_pynq.py"
+# fast builds: a throughput target folds once instead of searching for the fastest folding that fits
+QUICK_FOLDING = ("--target-fps", "100000")
 
 
 def export_bnn_pynq(network: str, out: Path, dataset: str, steps: int, batch: int = 100) -> Path:
@@ -76,7 +78,7 @@ def tfc_1w1a(tmp_path_factory) -> Path:
 def tfc_run(tfc_1w1a, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """The README walkthrough's build: --input-scale 255 --dataset mnist5k."""
     run_dir = tmp_path_factory.mktemp("byom") / "tfc"
-    build = run_flow("build", tfc_1w1a, "--out", run_dir, "--input-scale", "255", "--dataset", "mnist5k")
+    build = run_flow("build", tfc_1w1a, "--out", run_dir, "--input-scale", "255", "--dataset", "mnist5k", *QUICK_FOLDING)
     return run_dir, build
 
 
@@ -133,7 +135,7 @@ def test_flipped_weight_bit_with_the_manifest_rehashed_is_not_bit_exact(tfc_run,
 def test_readme_sequence_build_then_deploy_with_a_dataset(tfc_1w1a, tmp_path):
     """`flow build X.onnx --out DIR`, then `flow deploy DIR --dataset NAME`; later stages reuse that dataset."""
     run_dir = tmp_path / "run"
-    build = run_flow("build", tfc_1w1a, "--out", run_dir, "--input-scale", "255")
+    build = run_flow("build", tfc_1w1a, "--out", run_dir, "--input-scale", "255", *QUICK_FOLDING)
     assert "skipped deploy: the test set is unknown" in build.stdout
     assert "no test set known" in error_line(run_flow("emulate", run_dir, check=False))
     assert "pass --dataset NAME" in error_line(run_flow("verify", run_dir, check=False))
@@ -151,18 +153,26 @@ def test_model_that_scales_itself_refuses_a_second_scaling(tfc_1w1a, tmp_path):
     """Divides by 255 inside, FLOAT input, built with --input-scale 255: refused with the option that fits."""
     model = with_input_division(tfc_1w1a, tmp_path / "divides.onnx", "FLOAT32")
     run_dir = tmp_path / "run"
-    line = error_line(run_flow("build", model, "--out", run_dir, "--input-scale", "255", "--dataset", "mnist5k", check=False))
+    line = error_line(run_flow("build", model, "--out", run_dir, "--input-scale", "255", "--dataset", "mnist5k",
+                               *QUICK_FOLDING, check=False))
     assert "it expects raw pixels (0..255); build with --input-datatype UINT8 instead of --input-scale" in line
     assert not (run_dir / "build.json").exists()
-    build = run_flow("build", model, "--out", run_dir, "--input-datatype", "UINT8", "--dataset", "mnist5k")
+
+
+@pytest.mark.slow
+def test_model_that_scales_itself_builds_with_the_advised_option(tfc_1w1a, tmp_path):
+    model = with_input_division(tfc_1w1a, tmp_path / "divides.onnx", "FLOAT32")
+    run_dir = tmp_path / "run"
+    build = run_flow("build", model, "--out", run_dir, "--input-datatype", "UINT8", "--dataset", "mnist5k", *QUICK_FOLDING)
     assert json.loads((run_dir / "build.json").read_text())["input_transform"] == {"datatype": "UINT8", "scale": None}
     assert "deploy" in build.stdout and check_package(run_dir).returncode == 0
 
 
+@pytest.mark.slow
 def test_uint8_input_that_divides_inside_builds_exactly(tfc_1w1a, tmp_path):
     model = with_input_division(tfc_1w1a, tmp_path / "divides.onnx", "UINT8")
     run_dir = tmp_path / "run"
-    run_flow("build", model, "--out", run_dir, "--dataset", "mnist5k")
+    run_flow("build", model, "--out", run_dir, "--dataset", "mnist5k", *QUICK_FOLDING)
     run_flow("verify", run_dir, "--images", "300")
     assert json.loads((run_dir / "report" / "verification.json").read_text())["agree"]
 
