@@ -691,7 +691,6 @@ def prepare_input(model, input_scale: float | None, input_datatype: str | None =
     from flow.inputs import InputTransform
 
     name = model.graph.input[0].name
-    declared = model.get_tensor_datatype(name)
     if input_scale is not None:
         if not (math.isfinite(input_scale) and input_scale > 0):
             raise FlowError(f"--input-scale {input_scale:g}: must be a positive number (255 for pixels / 255)")
@@ -715,7 +714,7 @@ def prepare_input(model, input_scale: float | None, input_datatype: str | None =
             "pixels / 255 (as Brevitas' bnn_pynq models do), build with --input-scale 255; if it reads raw "
             "pixels 0..255 (scaling them itself), build with --input-datatype UINT8"
         )
-    return model, InputTransform(dtype.name, input_scale), declared.name
+    return model, InputTransform(dtype.name, input_scale)
 
 
 def keep_built_model(onnx_path: Path, out_dir: Path) -> None:
@@ -744,7 +743,7 @@ def build(
     marker = out_dir / "build.json"
     marker.unlink(missing_ok=True)  # a failed rebuild must not look complete
     cfg = BuildConfig(out_dir, board, target_fps, max_utilization)
-    model, transform, declared = prepare_input(load_qonnx(onnx_path), input_scale, input_datatype)
+    model, transform = prepare_input(load_qonnx(onnx_path), input_scale, input_datatype)
     keep_built_model(onnx_path, out_dir)
     dataset = dataset or trained_dataset(out_dir)
     times = {}
@@ -756,7 +755,7 @@ def build(
         save_model(model, cfg.intermediate_dir / f"{step.__name__}.onnx")
     save_model(model, out_dir / "dataflow_model.onnx")
     if dataset is not None:
-        check_input_contract(out_dir, transform, declared, dataset)
+        check_input_contract(out_dir, transform, dataset)
     performance = json.loads((cfg.report_dir / "estimate_network_performance.json").read_text())
     summary = {
         "model": str(onnx_path),

@@ -167,10 +167,12 @@ def deploy(run_dir: Path, dataset: str | None = None) -> dict:
         if not (run_dir / required).exists():
             raise FlowError(f"{run_dir / required}: missing; run `python -m flow build` on this run directory first")
     from flow.emulate import Emulator
-    from flow.inputs import run_dataset
+    from flow.inputs import build_record, check_input_contract, input_transform, run_dataset
 
     Emulator(run_dir / "hw")  # refuses hardware artifacts changed since the build
     dataset = run_dataset(run_dir, dataset)
+    if dataset != build_record(run_dir).get("dataset"):  # the build did not check the input convention on it
+        check_input_contract(run_dir, input_transform(run_dir), dataset)
 
     staging = run_dir / f".deploy.tmp-{os.getpid()}"
     archive = run_dir / f".deploy.tar.gz.tmp-{os.getpid()}"

@@ -104,7 +104,7 @@ def qonnx_predictions(model_path: Path, images: np.ndarray, transform: InputTran
     return predictions(execute_batched(model, transform.apply(images)))
 
 
-def check_input_contract(run_dir: Path, transform: InputTransform, declared: str, dataset: str) -> None:
+def check_input_contract(run_dir: Path, transform: InputTransform, dataset: str) -> None:
     """The built accelerator computes what ``model.onnx`` computes on the images the user means.
 
     On ``CONTRACT_IMAGES`` test images: the emulator (the built accelerator)
@@ -112,14 +112,18 @@ def check_input_contract(run_dir: Path, transform: InputTransform, declared: str
     transformation; and that convention must not be clearly worse than the
     other one (pixels / 255 instead of raw pixels, or the reverse): a model
     that predicts at chance on raw pixels and well on pixels / 255 expects
-    the scaling. ``declared``: the input's data type in the user's file.
+    the scaling.
     """
+    from qonnx.core.modelwrapper import ModelWrapper
+
     from flow import data
     from flow.emulate import Emulator
 
     test = data.load(dataset)
     images, labels = test.test_images[:CONTRACT_IMAGES], test.test_labels[:CONTRACT_IMAGES]
     model_path = Path(run_dir) / "model.onnx"
+    user_model = ModelWrapper(str(model_path))
+    declared = user_model.get_tensor_datatype(user_model.graph.input[0].name).name  # as in the user's file
     expected = qonnx_predictions(model_path, images, transform)
     built = Emulator(Path(run_dir) / "hw").execute(images)[:, 0]
     other = InputTransform(transform.datatype, None if transform.scale is not None else 255.0)
