@@ -15,6 +15,7 @@ non-trivial batch-norm statistics and better-than-chance accuracy.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,6 +61,7 @@ def main() -> None:
         scores = model(torch.from_numpy(dataset.test_images).float() / 255)
     accuracy = float((scores.argmax(1).numpy() == dataset.test_labels).mean())
     sample = torch.from_numpy(dataset.train_images[:1]).float() / 255
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     export_qonnx(model, sample, args.out)
     print(f"{args.network}: {accuracy:.2%} on {len(dataset.test_labels)} {dataset.name} test images (pixels / 255); wrote {args.out}")
 

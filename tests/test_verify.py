@@ -11,7 +11,7 @@ import numpy as np
 from flow.artifacts import sha256_file
 from tests.conftest import run_flow
 
-RUN_FILES = ["checkpoint.pt", "train_metrics.json", "model.onnx", "hw", "report"]
+RUN_FILES = ["checkpoint.pt", "train_metrics.json", "model.onnx", "build.json", "hw", "report"]
 LADDER_GRAPHS = ["step_streamline.onnx", "step_convert_to_hw.onnx"]
 
 
