@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flow.emulate import Emulator, blas_controller, run_dataset
+from flow.emulate import Emulator, blas_controller
+from flow.inputs import run_dataset
 from flow.errors import FlowError
 from flow.terminal import make_console
 

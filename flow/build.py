@@ -38,6 +38,7 @@ from flow.errors import FlowError
 from flow.files import write_json
 from flow.finn_env import init_finn
 from flow.hls import hls_backend, step_generate_hls
+from flow.inputs import check_input_contract, trained_dataset
 from flow.rundir import BUILD_MARKER, DEPLOY_STEP, keep_inputs, start_build
 from flow.terminal import make_console
 
@@ -625,14 +626,25 @@ def fastest_fitting_folding(model, slowest: Folding, floor: int, cfg: BuildConfi
 # --------------------------------------------------------------------------- reporting
 
 
-def layer_rows(model, part: str) -> list[dict]:
-    """Per hardware layer: shape, folding, cycles and resource estimates."""
+def post_synthesis_ff(report_dir: Path | None) -> dict[str, float]:
+    """FF per layer from FINN's post-synthesis report (only with the vendor tools): FINN's
+    pre-synthesis estimates (``node_res_estimation``) give LUT, BRAM, URAM and DSP but no FF."""
+    path = report_dir / "post_synth_resources.json" if report_dir is not None else None
+    if path is None or not path.exists():
+        return {}
+    report = json.loads(path.read_text())
+    return {name: entry["FF"] for name, entry in report.items() if isinstance(entry, dict) and "FF" in entry}
+
+
+def layer_rows(model, part: str, report_dir: Path | None = None) -> list[dict]:
+    """Per hardware layer: shape, folding, cycles and resource estimates (FF: None before synthesis)."""
     from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
     from qonnx.custom_op.registry import getCustomOp
 
     cycles = model.analysis(exp_cycles_per_layer)
     resources = model.analysis(lambda m: res_estimation(m, part))
+    flip_flops = post_synthesis_ff(report_dir)
     rows = []
     for node in model.graph.node:
         inst = getCustomOp(node)
@@ -651,6 +663,8 @@ def layer_rows(model, part: str) -> list[dict]:
                 "cycles": cycles.get(node.name, 0),
                 "LUT": resources.get(node.name, {}).get("LUT", 0),
                 "BRAM_18K": resources.get(node.name, {}).get("BRAM_18K", 0),
+                "DSP": resources.get(node.name, {}).get("DSP", 0),
+                "FF": flip_flops.get(node.name),
             }
         )
     return rows
@@ -665,14 +679,21 @@ def stream_row_text(element: dict) -> str:
 
 def print_layer_table(model, cfg: BuildConfig) -> None:
     """The layers and the streams of the generated top, in dataflow order; ``<`` marks the bound."""
-    rows = {row["layer"]: row for row in layer_rows(model, cfg.board.part)}
+    rows = {row["layer"]: row for row in layer_rows(model, cfg.board.part, cfg.report_dir)}
     cycles = model_cycles(model, cfg.board)
+    synthesized = all(r["FF"] is not None for r in rows.values())
 
     def marked(name: str, value: int) -> str:
         return f"{value:,}" + (" <" if name == cycles["bounded_by"] else "")
 
-    table = Table(title=f"Folded dataflow design for {cfg.board.name} ({cfg.board.part})")
-    for column in ("layer", "MW x MH", "SIMD", "PE", "cycles", "LUT", "BRAM18"):
+    def ff(value) -> str:
+        return f"{value:,.0f}" if value is not None else "-"
+
+    table = Table(
+        title=f"Folded dataflow design for {cfg.board.name} ({cfg.board.part})",
+        caption=None if synthesized else "FF: post-synthesis only (FINN's estimates give none before synthesis)",
+    )
+    for column in ("layer", "MW x MH", "SIMD", "PE", "cycles", "LUT", "BRAM18", "DSP", "FF"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for element in cycles["stream_plan"]:
         if element["kind"] != "layer":
@@ -681,17 +702,19 @@ def print_layer_table(model, cfg: BuildConfig) -> None:
         for row in (rows[name] for name in element["layers"]):
             table.add_row(
                 row["layer"], row["shape"], str(row["SIMD"]), str(row["PE"]), marked(row["layer"], row["cycles"]),
-                f"{row['LUT']:,.0f}", f"{row['BRAM_18K']:,.0f}",
+                f"{row['LUT']:,.0f}", f"{row['BRAM_18K']:,.0f}", f"{row['DSP']:,.0f}", ff(row["FF"]),
             )
     lut = sum(r["LUT"] for r in rows.values())
     bram = sum(r["BRAM_18K"] for r in rows.values())
+    dsp = sum(r["DSP"] for r in rows.values())
     max_cycles = cycles["initiation_interval_cycles"]
     board = cfg.board.resources
     table.add_section()
-    table.add_row("total", "", "", "", f"max {max_cycles:,}", f"{lut:,.0f}", f"{bram:,.0f}")
+    table.add_row("total", "", "", "", f"max {max_cycles:,}", f"{lut:,.0f}", f"{bram:,.0f}", f"{dsp:,.0f}",
+                  ff(sum(r["FF"] for r in rows.values()) if synthesized else None))
     table.add_row(
         f"budget ({cfg.max_utilization:.0%} of board)", "", "", "", "",
-        f"{board['LUT'] * cfg.max_utilization:,.0f}", f"{board['BRAM_18K'] * cfg.max_utilization:,.0f}",
+        *(f"{board[k] * cfg.max_utilization:,.0f}" for k in ("LUT", "BRAM_18K", "DSP", "FF")),
     )
     console.print(table)
     dma = "" if cycles["dma_bound_fps"] is None else f", DMA {cycles['dma_bound_fps']:,.0f}"
@@ -745,14 +768,21 @@ class RecordOriginalNames(Transformation):
         return model, False
 
 
-def prepare_input(model, input_scale: float | None):
-    """The accelerator reads integer pixels: annotate them, or prepend FINN's ToTensor scaling."""
+def prepare_input(model, input_scale: float | None, input_datatype: str | None = None):
+    """The accelerator reads integer pixels: annotate them, or prepend FINN's ToTensor scaling.
+
+    Returns the model and the ``InputTransform`` added (recorded in build.json).
+    """
     import numpy as np
     from onnx import helper
     from qonnx.core.datatype import DataType
 
+    from flow.inputs import InputTransform
+
     name = model.graph.input[0].name
     if input_scale is not None:
+        if not (math.isfinite(input_scale) and input_scale > 0):
+            raise FlowError(f"--input-scale {input_scale:g}: must be a positive number (255 for pixels / 255)")
         scaled = name + "_scaled"
         for consumer in model.find_consumers(name):
             for i, inp in enumerate(consumer.input):
@@ -760,14 +790,20 @@ def prepare_input(model, input_scale: float | None):
                     consumer.input[i] = scaled
         model.set_initializer(name + "_scale", np.asarray(1.0 / input_scale, dtype=np.float32))
         model.graph.node.insert(0, helper.make_node("Mul", [name, name + "_scale"], [scaled]))
-        model.set_tensor_datatype(name, DataType["UINT8"])
+    if input_scale is not None or input_datatype is not None:
+        try:
+            dtype = DataType[input_datatype or "UINT8"]
+        except KeyError:
+            raise FlowError(f"--input-datatype {input_datatype}: not a FINN data type (e.g. UINT8, INT8, BINARY)") from None
+        model.set_tensor_datatype(name, dtype)
     dtype = model.get_tensor_datatype(name)
     if not dtype.is_integer():
         raise FlowError(
-            f"input '{name}' is {dtype.name}: the accelerator takes integer pixels; if the model "
-            "expects pixels/255 (as Brevitas' bnn_pynq models do), build with --input-scale 255"
+            f"input '{name}' is {dtype.name}: the accelerator takes integer pixels; if the model expects "
+            "pixels / 255 (as Brevitas' bnn_pynq models do), build with --input-scale 255; if it reads raw "
+            "pixels 0..255 (scaling them itself), build with --input-datatype UINT8"
         )
-    return model
+    return model, InputTransform(dtype.name, input_scale)
 
 
 def build(
@@ -777,6 +813,8 @@ def build(
     target_fps: int | None = None,
     input_scale: float | None = None,
     max_utilization: float = MAX_UTILIZATION,
+    input_datatype: str | None = None,
+    dataset: str | None = None,
 ) -> dict:
     """Run every build step, then write the deployment package; return (and write
     as ``build.json``, last) what was built.
@@ -791,7 +829,8 @@ def build(
     start_build(out_dir)  # a failed rebuild must not look complete, nor leave the old package
     inputs = keep_inputs(out_dir, onnx_path, board)
     cfg = BuildConfig(out_dir, board, target_fps, max_utilization)
-    model = prepare_input(model.transform(RecordOriginalNames()), input_scale)
+    model, transform = prepare_input(model.transform(RecordOriginalNames()), input_scale, input_datatype)
+    dataset = dataset or trained_dataset(out_dir)
     times = {}
     for step in BUILD_STEPS:
         console.print(f"[bold]{step.__name__}[/]")
@@ -801,6 +840,8 @@ def build(
         times[step.__name__] = round(time.time() - start, 2)
         console.print(f"  {step.__name__} took {times[step.__name__]:.1f} s")
     save_model(model, out_dir / "dataflow_model.onnx")
+    if dataset is not None:
+        check_input_contract(out_dir, transform, dataset)
     performance = json.loads((cfg.report_dir / "estimate_network_performance.json").read_text())
     summary = {
         "model": str(onnx_path),
@@ -815,6 +856,8 @@ def build(
         "step_seconds": times,
         "inputs": inputs,
         "steps_completed": list(times),
+        "input_transform": transform.to_dict(),
+        "dataset": dataset,
     }
     from flow.deploy import deploy_built_run  # the deployment package: RUN_DIR/deploy/ + deploy.tar.gz
 

@@ -24,6 +24,8 @@ def positive_finite(ctx, param, value):
     if value is not None and not (math.isfinite(value) and value > 0):
         raise click.BadParameter(f"{value} is not a positive finite number", ctx, param)
     return value
+DATASET_HELP = "Test set [default: the one recorded by build (--dataset or the training's)]."
+dataset_option = click.option("--dataset", default=None, help=DATASET_HELP)
 
 
 def quiet_library_warnings() -> None:
@@ -108,17 +110,20 @@ def export(run_dir, check_images):
               help="Throughput target; default: the fastest folding inside the board's budget.")
 @click.option("--input-scale", type=float, default=None, callback=positive_finite,
               help="The model expects pixels/SCALE (e.g. 255 for Brevitas bnn_pynq models): prepend that scaling.")
+@click.option("--input-datatype", default=None,
+              help="Annotate the model's input as this integer type (e.g. UINT8 for a FLOAT input that reads raw pixels 0..255).")
 @click.option("--max-utilization", type=click.FloatRange(min=0.05, max=1.0), default=0.85, show_default=True,
               help="Part of the board's LUT/BRAM/DSP the accelerator may use (the rest: PS interconnect, DMA, FIFOs).")
-def build(onnx_model, board, out_dir, target_fps, input_scale, max_utilization):
-    """Build a QONNX BNN into a folded FINN dataflow design for BOARD."""
+@click.option("--dataset", default=None, help=DATASET_HELP + " With one known, the build checks the input convention on it.")
+def build(onnx_model, board, out_dir, target_fps, input_scale, input_datatype, max_utilization, dataset):
+    """Build a QONNX BNN into a folded FINN dataflow design for BOARD (kept as OUT/model.onnx)."""
     from flow.boards import load_board
     from flow.build import build as run_build
 
     board = load_board(board)
     out_dir = out_dir or onnx_model.parent
     with run_directory(out_dir):
-        run_build(onnx_model, out_dir, board, target_fps, input_scale, max_utilization)
+        run_build(onnx_model, out_dir, board, target_fps, input_scale, max_utilization, input_datatype, dataset)
 
 
 @main.command()
@@ -160,13 +165,14 @@ def compare(out_root, doc, quantizers, model, dataset, epochs, seeds, device, jo
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def emulate(run_dir, as_json):
+@dataset_option
+def emulate(run_dir, as_json, dataset):
     """Run the built accelerator (RUN_DIR/hw) bit-exactly on the test set."""
     import json
 
     from flow.emulate import emulate as run_emulate
 
-    result = run_emulate(run_dir)
+    result = run_emulate(run_dir, dataset)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -175,8 +181,11 @@ def emulate(run_dir, as_json):
         f"emulator {result['images_per_s']:,.0f} images/s; hardware estimate {result['estimated_fps']:,.0f} FPS "
         f"at {result['clock_mhz']:g} MHz (bounded by {result['estimated_fps_bounded_by']}, "
         f"latency {result['estimated_latency_ns']:,.0f} ns); "
-        + (f"bit-exact with FINN's HW-layer graph on the first {result['reference_images']} images" if result["bit_exact"] else
-           f"NOT bit-exact with FINN's HW-layer graph (images {result['mismatched_images']})")
+        + (f"bit-exact with FINN's HW-layer graph on the first {result['reference_images']} images, every layer"
+           if result["bit_exact"] else
+           "NOT bit-exact with FINN's HW-layer graph: " + "; ".join(
+               f"{name} differs on {entry['images']} of {result['reference_images']} images (first: image {entry['first_image']})"
+               for name, entry in result["mismatched_layers"].items()))
     )
     if not result["bit_exact"]:
         sys.exit(1)
@@ -186,12 +195,15 @@ def emulate(run_dir, as_json):
 @click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
 @click.option("--images", "num_images", type=click.IntRange(min=1), default=None,
               help="Test images to run [default: the whole test set].")
-def verify(run_dir, num_images):
-    """The ladder PyTorch -> QONNX -> streamlined -> HW layers -> emulator; exit 1 on any disagreement."""
+@dataset_option
+def verify(run_dir, num_images, dataset):
+    """The ladder PyTorch -> QONNX -> streamlined -> HW layers -> emulator; exit 1 on any disagreement.
+
+    A model trained elsewhere (no RUN_DIR/checkpoint.pt) starts at its QONNX."""
     from flow.verify import verify as run_verify
 
     with run_directory(run_dir):
-        agree = run_verify(run_dir, num_images)["agree"]
+        agree = run_verify(run_dir, num_images, dataset=dataset)["agree"]
     if not agree:
         sys.exit(1)
 
@@ -221,17 +233,18 @@ def hls(run_dir):
 @click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
 @click.option("--images", type=click.IntRange(min=1), default=None,
               help="Simulate only the first N test images (CNV: tens of millions of MACs per image) [default: all].")
-def csim(run_dir, images):
+@dataset_option
+def csim(run_dir, images, dataset):
     """C-simulate RUN_DIR/hls with g++ on the test set; exit 1 unless it equals the emulator bit for bit."""
     from flow.csim import csim as run_csim
 
     with run_directory(run_dir):
-        run_csim(run_dir, images)
+        run_csim(run_dir, images, dataset)
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
-@click.option("--dataset", default=None, help="Test set to package [default: the one the model was trained on].")
+@dataset_option
 def deploy(run_dir, dataset):
     """RUN_DIR -> RUN_DIR/deploy/ + deploy.tar.gz: driver, check.py, emulator data, test set, manifest."""
     from flow.deploy import deploy as run_deploy

@@ -75,15 +75,6 @@ def run_testbench(executable: Path, top: str, packed_input: np.ndarray, out_byte
     return np.fromfile(out_path, dtype=np.uint8).reshape(len(packed_input), out_bytes)
 
 
-def test_images(run_dir: Path) -> tuple[str, np.ndarray]:
-    """The test set of the run's dataset (train_metrics.json), mnist5k when unknown."""
-    from flow.data import load
-
-    metrics = run_dir / "train_metrics.json"
-    name = json.loads(metrics.read_text())["config"]["dataset"] if metrics.exists() else "mnist5k"
-    return name, load(name).test_images
-
-
 def emulator_outputs(run_dir: Path, packed_input: np.ndarray) -> np.ndarray:
     """The emulator's packed output bytes for the same packed input (RUN_DIR/hw)."""
     from flow.emulate import Emulator
@@ -130,7 +121,7 @@ def first_difference(actual: np.ndarray, expected: np.ndarray) -> str | None:
     )
 
 
-def csim(run_dir: Path, images: int | None = None) -> dict:
+def csim(run_dir: Path, images: int | None = None, dataset: str | None = None) -> dict:
     """Compile RUN_DIR/hls with g++, run the test set, compare with the emulator bit for bit.
 
     ``images``: only the first that many test images (a convolutional network's C-sim
@@ -138,7 +129,9 @@ def csim(run_dir: Path, images: int | None = None) -> dict:
     Writes RUN_DIR/report/csim.json; raises FlowError on any difference.
     """
     from flow.artifacts import images_in_stream_order
+    from flow.data import load
     from flow.driver.packing import IOShapes, pack_images
+    from flow.inputs import run_dataset
     from flow.rundir import require_complete_build
 
     run_dir = Path(run_dir)
@@ -149,7 +142,8 @@ def csim(run_dir: Path, images: int | None = None) -> dict:
     top = spec["top"]
     if images is not None and images < 1:
         raise FlowError(f"images must be at least 1, not {images}")
-    dataset, test_set = test_images(run_dir)
+    dataset = run_dataset(run_dir, dataset)
+    test_set = load(dataset).test_images
     images = test_set[:images]
     packed = pack_images(images_in_stream_order(images, run_dir / "hw"), IOShapes.from_dict(spec["io_shape_dict"]))
     packed = packed.reshape(len(images), spec["in_bytes_per_image"])

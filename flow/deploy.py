@@ -8,13 +8,16 @@
                           code in driver/vendor/ for boards without FINN
       hw/                 the emulator's hardware artifacts (RUN_DIR/hw, own manifest)
       bitfile/            the bitstream + .hwh, when the vendor tools built one
-      data/               the test set: images packed as the input DMA reads them, labels
+      data/               the test set: images packed as the input DMA reads them, labels,
+                          and the output expected of the accelerator for every image
       manifest.json       board, part, clock, folding, data types, I/O shapes and packing,
                           the QONNX model's accuracy on data/, versions, sha256 of every file
 
-The accuracy in the manifest comes from executing ``RUN_DIR/model.onnx`` (the
-QONNX model, before any FINN transformation) on the packaged images, so the
-check on the board compares the hardware with the trained model itself.
+The expected outputs come from executing ``RUN_DIR/model.onnx`` (the QONNX
+model as given to the build, before any FINN transformation) on the packaged
+images through the build's input transformation (``build.json``), so the
+check on the board compares the hardware with the trained model itself,
+image by image.
 The package is part of the build: the old one is removed first, the new one
 is built in a temporary folder and renamed into place, and ``build.json`` is
 written after it (flow.rundir).
@@ -39,6 +42,8 @@ DRIVER_SOURCE = Path(__file__).resolve().parent / "driver"
 CHECK_SCRIPT = "check.py"  # flow/driver/check.py, placed at the package root
 TEST_IMAGES = "data/test_images_packed.npy"
 TEST_LABELS = "data/test_labels.npy"
+# per image, what the accelerator must output: the QONNX model's label (N x 1, int64)
+EXPECTED_OUTPUTS = "data/expected_outputs.npy"
 # FINN's own packing code, copied into the driver as FINN's make_driver does
 # (module path inside the installed packages -> path under driver/vendor/)
 VENDORED_MODULES = [
@@ -67,17 +72,6 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def qonnx_accuracy(model_path: Path, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
-    """Accuracy of the QONNX model itself on ``images``: (fraction, number correct)."""
-    from qonnx.core.modelwrapper import ModelWrapper
-
-    from flow.graphs import execute_batched, predictions
-
-    predicted = predictions(execute_batched(ModelWrapper(str(model_path)), images, progress="QONNX accuracy on the test set"))
-    correct = int((predicted == labels).sum())
-    return correct / len(labels), correct
-
-
 def copy_driver(target: Path) -> None:
     """flow/driver (without check.py) + FINN's packing modules under driver/vendor/."""
     import importlib
@@ -100,6 +94,7 @@ def write_package(run_dir: Path, target: Path, summary: dict, dataset: str, test
     with the test set of ``test`` (flow.data.load(dataset)); return its manifest."""
     from flow.artifacts import images_in_stream_order
     from flow.driver.packing import IOShapes, pack_images
+    from flow.inputs import qonnx_predictions, recorded_transform
     from flow.rundir import run_board
 
     board = run_board(run_dir)  # the build's own board description, not a stock board of that name
@@ -108,9 +103,18 @@ def write_package(run_dir: Path, target: Path, summary: dict, dataset: str, test
     io = accelerator["io_shape_dict"]
 
     (target / "data").mkdir(parents=True)
-    np.save(target / TEST_IMAGES, pack_images(images_in_stream_order(test.test_images, run_dir / "hw"), IOShapes.from_dict(io)))
+    try:
+        packed = pack_images(images_in_stream_order(test.test_images, run_dir / "hw"), IOShapes.from_dict(io))
+    except ValueError as exc:
+        raise FlowError(f"{dataset} test images: {exc}") from None
+    np.save(target / TEST_IMAGES, packed)
     np.save(target / TEST_LABELS, test.test_labels.astype(np.int64))
-    accuracy, correct = qonnx_accuracy(run_dir / "model.onnx", test.test_images, test.test_labels)
+    # the reference: the user's QONNX model on the images the accelerator's input transformation gives it
+    transform = recorded_transform(summary)
+    expected = qonnx_predictions(run_dir / "model.onnx", test.test_images, transform)
+    np.save(target / EXPECTED_OUTPUTS, expected.reshape(len(expected), 1))
+    correct = int((expected == test.test_labels).sum())
+    accuracy = correct / len(expected)
 
     shutil.copytree(run_dir / "hw", target / "hw")
     bitfile = None
@@ -142,9 +146,11 @@ def write_package(run_dir: Path, target: Path, summary: dict, dataset: str, test
         "estimated_latency_ns": summary.get("estimated_latency_ns"),
         "bitfile": bitfile,
         "test_set": {"dataset": dataset, "images": TEST_IMAGES, "labels": TEST_LABELS, "count": len(test.test_labels)},
+        "expected_outputs": EXPECTED_OUTPUTS,
+        "input_transform": transform.to_dict(),
         "accuracy": accuracy,
         "correct": correct,
-        "accuracy_source": "model.onnx (QONNX) executed on the packaged test set",
+        "accuracy_source": f"model.onnx (QONNX) executed on the packaged test set as {transform.describe()}",
         "versions": package_versions(),
         "files": {
             p.relative_to(target).as_posix(): sha256_file(p) for p in sorted(target.rglob("*")) if p.is_file()
@@ -187,15 +193,18 @@ def deploy(run_dir: Path, dataset: str | None = None) -> dict:
     incomplete build, never a package of one design beside build.json of another.
     """
     from flow import data
-    from flow.emulate import Emulator, run_dataset
+    from flow.emulate import Emulator
     from flow.files import write_json
+    from flow.inputs import check_input_contract, recorded_transform, run_dataset
     from flow.rundir import BUILD_MARKER, DEPLOY_STEP, require_complete_build
 
     run_dir = Path(run_dir)
     summary = require_complete_build(run_dir)
-    dataset = dataset or run_dataset(run_dir)
+    dataset = run_dataset(run_dir, dataset)
     test = data.load(dataset)
     Emulator(run_dir / "hw")  # refuses hardware artifacts changed since the build
+    if dataset != summary.get("dataset"):  # the build did not check the input convention on it
+        check_input_contract(run_dir, recorded_transform(summary), dataset)
     (run_dir / BUILD_MARKER).unlink()
     manifest = write_deployment(run_dir, summary, dataset, test)
     summary["steps_completed"] = [s for s in summary["steps_completed"] if s != DEPLOY_STEP] + [DEPLOY_STEP]
@@ -205,21 +214,20 @@ def deploy(run_dir: Path, dataset: str | None = None) -> dict:
 
 def deploy_built_run(run_dir: Path, summary: dict) -> dict | None:
     """The build's last step before build.json: package the run, unless its test set
-    is unknown (a model trained elsewhere, built without ``train``)."""
+    is unknown (a model trained elsewhere, built without ``--dataset``)."""
     from flow import data
-    from flow.emulate import run_dataset
     from flow.terminal import make_console
 
     console = make_console()
-    if not (Path(run_dir) / "train_metrics.json").exists():
+    dataset = summary.get("dataset")
+    if dataset is None:
         console.print(
-            "[yellow]skipped[/] deploy: no train_metrics.json, so the test set is unknown; "
+            "[yellow]skipped[/] deploy: the test set is unknown (no train_metrics.json, no --dataset); "
             "package with `python -m flow deploy RUN_DIR --dataset NAME`"
         )
         return None
     console.print("[bold]deploy[/]")
     start = time.time()
-    dataset = run_dataset(Path(run_dir))
     manifest = write_deployment(Path(run_dir), summary, dataset, data.load(dataset))
     console.print(f"wrote {Path(run_dir) / 'deploy'} and deploy.tar.gz (QONNX accuracy {manifest['accuracy']:.2%})")
     console.print(f"  deploy took {time.time() - start:.1f} s")

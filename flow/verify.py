@@ -16,6 +16,11 @@ and HW graphs keep the tensor names that the dataflow layers output. On a
 mismatch the report names the first layer that diverges and its first
 differing element. Written to ``report/verification.json``.
 
+A model trained elsewhere (no ``checkpoint.pt``) skips the PyTorch level; its
+QONNX model (``model.onnx``, run through the build's input transformation)
+is compared by its label, the levels below it layer by layer
+(``skipped_levels``; a new level goes into ``LEVELS`` and ``level_runners``).
+
 Convolutional networks: PyTorch and QONNX hold NCHW maps, the accelerator
 streams NHWC; they are compared in the accelerator's order. In a
 conv -> max-pool -> batch-norm -> sign block the activation PyTorch sees is
@@ -35,13 +40,15 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from flow.emulate import Emulator, run_dataset, wrap
+from flow.emulate import Emulator, wrap
 from flow.errors import FlowError
 from flow.files import writable_dir
+from flow.inputs import input_transform, run_dataset
 from flow.terminal import make_console
 
 console = make_console()
 
+# the ladder, top down; a level that cannot run on a run directory says why (skipped_levels)
 LEVELS = ["pytorch", "qonnx", "streamlined", "hw_graph", "emulator"]
 LADDER_ELEMENTS = 40_000_000  # outputs of the largest layer per chunk of images (CNV: ~90 images)
 LEVEL_TITLES = {
@@ -190,11 +197,21 @@ def pytorch_level(run_dir: Path, b: Boundaries):
 
 
 def qonnx_level(run_dir: Path, b: Boundaries):
+    """model.onnx on the images through the build's input transformation. Without our
+    checkpoint (no taps: a model trained elsewhere) only its label is compared."""
     from qonnx.core.modelwrapper import ModelWrapper
 
     from flow.graphs import execute_batched
 
     model = ModelWrapper(str(run_dir / "model.onnx"))
+    transform = input_transform(run_dir)
+    out_name = model.graph.output[0].name
+    if not b.taps:
+        def run_label(images: np.ndarray) -> dict[str, np.ndarray]:
+            logits = execute_batched(model, transform.apply(images), batch=len(images))
+            return {b.label: logits.reshape(len(images), -1).argmax(axis=1)[:, None]} if b.label else {}
+
+        return run_label
     quant_acts = [
         n.output[0] for n in model.graph.node if n.op_type == "BipolarQuant" and model.get_initializer(n.input[0]) is None
     ]
@@ -210,10 +227,9 @@ def qonnx_level(run_dir: Path, b: Boundaries):
         if quantizer is not None and quantizer.op_type == "BipolarQuant":
             weight_scale = model.get_initializer(quantizer.input[1])
     matmuls = [n.output[0] for n in matmuls]
-    out_name = model.graph.output[0].name
 
     def run(images: np.ndarray) -> dict[str, np.ndarray]:
-        tensors = execute_batched(model, images, batch=len(images), keep=quant_acts + matmuls[-1:] + [out_name])
+        tensors = execute_batched(model, transform.apply(images), batch=len(images), keep=quant_acts + matmuls[-1:] + [out_name])
         out = {name: stream_bits(tensors[t], negated) for (name, negated), t in zip(b.taps, quant_acts)}
         if b.score is not None and matmuls:
             score = popcount_from_dot(tensors[matmuls[-1]].reshape(len(images), -1), b.score_width, weight_scale)
@@ -329,29 +345,43 @@ def diagnose(emulator: Emulator, layer_name: str, difference: dict) -> str | Non
 
 @dataclass
 class LadderResult:
-    """The ladder's comparisons over a range of images."""
+    """The ladder's comparisons over a range of images, for the levels that run (``levels``, top down)."""
 
-    layers: dict[str, dict] = field(default_factory=lambda: {level: {} for level in LEVELS[1:]})
-    correct: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LEVELS, 0))
+    levels: list[str]
+    layers: dict[str, dict] = field(default_factory=dict)
+    correct: dict[str, int] = field(default_factory=dict)
     labelled: set[str] = field(default_factory=set)  # levels that output the label
 
+    def __post_init__(self):
+        self.layers = {level: {} for level in self.levels[1:]}
+        self.correct = dict.fromkeys(self.levels, 0)
+
     def add(self, other: "LadderResult", first_image: int) -> None:
-        for level in LEVELS[1:]:
+        for level in self.levels[1:]:
             merge(self.layers[level], other.layers[level], first_image)
-        for level in LEVELS:
+        for level in self.levels:
             self.correct[level] += other.correct[level]
         self.labelled |= other.labelled
 
 
-def ladder_setup(run_dir: Path):
-    """(emulator, boundaries, test images, labels) of a built and trained run."""
+def skipped_levels(run_dir: Path) -> dict[str, str]:
+    """The levels that cannot run on this run directory, and why."""
+    skipped = {}
+    if not (run_dir / "checkpoint.pt").exists():
+        skipped["pytorch"] = "no checkpoint.pt (a model trained elsewhere): the ladder starts at its QONNX, model.onnx"
+    return skipped
+
+
+def ladder_setup(run_dir: Path, dataset: str | None = None):
+    """(emulator, boundaries, dataset, test images, labels) of a built run."""
     from flow import data as datasets
     from flow.export import load_trained_model
 
     emulator = Emulator(run_dir / "hw")  # checks every sha256 before anything runs
     b = boundaries_of(emulator)
-    b.taps = activation_taps(load_trained_model(run_dir / "checkpoint.pt")[0], emulator)
-    dataset = datasets.load(run_dataset(run_dir))
+    if "pytorch" not in skipped_levels(run_dir):
+        b.taps = activation_taps(load_trained_model(run_dir / "checkpoint.pt")[0], emulator)
+    dataset = datasets.load(run_dataset(run_dir, dataset))
     return emulator, b, dataset, dataset.test_images, dataset.test_labels
 
 
@@ -361,43 +391,52 @@ def ladder_chunk_size(emulator: Emulator) -> int:
     return max(1, min(1000, LADDER_ELEMENTS // largest))
 
 
-def run_ladder(run_dir: Path, start: int, stop: int, show_progress: bool = False, setup=None) -> LadderResult:
-    """The five levels on test images ``start`` .. ``stop`` - 1, compared chunk by chunk.
+def level_runners(run_dir: Path, emulator: Emulator, b: Boundaries) -> dict:
+    """Each level that runs on this run directory: images -> {HW layer name: values}, top down."""
+    makers = {
+        "pytorch": lambda: pytorch_level(run_dir, b),
+        "qonnx": lambda: qonnx_level(run_dir, b),
+        "streamlined": lambda: finn_graph_level(run_dir / "intermediate_models" / "step_streamline.onnx", b),
+        "hw_graph": lambda: finn_graph_level(run_dir / "intermediate_models" / "step_convert_to_hw.onnx", b),
+        "emulator": lambda: emulator.execute_layers,
+    }
+    skipped = skipped_levels(run_dir)
+    return {level: makers[level]() for level in LEVELS if level not in skipped}
+
+
+def run_ladder(run_dir: Path, start: int, stop: int, show_progress: bool = False, setup=None,
+               dataset: str | None = None) -> LadderResult:
+    """The levels on test images ``start`` .. ``stop`` - 1, compared chunk by chunk.
 
     Image indices in the result count from ``start``. In a worker process
     (``verify`` splits the test set over CPU cores) it loads everything itself;
     in-process, ``setup`` is what ``ladder_setup`` returned.
     """
-    emulator, b, _, images, labels = setup or ladder_setup(run_dir)
+    emulator, b, _, images, labels = setup or ladder_setup(run_dir, dataset)
     images, labels = images[start:stop], labels[start:stop]
-    run_level = {
-        "pytorch": pytorch_level(run_dir, b),
-        "qonnx": qonnx_level(run_dir, b),
-        "streamlined": finn_graph_level(run_dir / "intermediate_models" / "step_streamline.onnx", b),
-        "hw_graph": finn_graph_level(run_dir / "intermediate_models" / "step_convert_to_hw.onnx", b),
-        "emulator": emulator.execute_layers,
-    }
+    run_level = level_runners(run_dir, emulator, b)
+    levels = list(run_level)
     chunk = ladder_chunk_size(emulator)
-    result = LadderResult()
+    result = LadderResult(levels)
     with Progress(TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   disable=not show_progress or os.environ.get("CI") == "true") as progress:
         task = progress.add_task("images", total=len(images))
         for first in range(0, len(images), chunk):
             part = images[first : first + chunk]
-            outputs = {level: run_level[level](part) for level in LEVELS}
-            part_result = LadderResult()
-            for i, level in enumerate(LEVELS):
+            outputs = {level: run_level[level](part) for level in levels}
+            part_result = LadderResult(levels)
+            for i, level in enumerate(levels):
                 if b.label in outputs[level]:
                     part_result.labelled.add(level)
                     part_result.correct[level] = int((outputs[level][b.label][:, 0] == labels[first : first + chunk]).sum())
                 if i > 0:
-                    part_result.layers[level] = compare(outputs[LEVELS[i - 1]], outputs[level], b.names)
+                    part_result.layers[level] = compare(outputs[levels[i - 1]], outputs[level], b.names)
             result.add(part_result, first)
             progress.advance(task, len(part))
     return result
 
 
-def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None) -> dict:
+def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None, dataset: str | None = None) -> dict:
     """Run the ladder on ``num_images`` test images (default: all); write and return the report.
 
     Test sets of several chunks are split over ``jobs`` worker processes
@@ -411,14 +450,16 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
 
     require_complete_build(run_dir)
     writable_dir(run_dir / "report")  # before the ladder: its result must not be lost at the end
-    setup = ladder_setup(run_dir)
+    setup = ladder_setup(run_dir, dataset)
     emulator, b, dataset, images, labels = setup
+    skipped = skipped_levels(run_dir)
+    for level, reason in skipped.items():
+        console.print(f"[yellow]skipped[/] level {LEVEL_TITLES[level]}: {reason}")
     if num_images is not None:
         images, labels = images[:num_images], labels[:num_images]
     chunk = ladder_chunk_size(emulator)
     chunks = -(-len(images) // chunk)
     jobs = max(1, min(jobs or min(os.cpu_count() or 1, 4), chunks))
-    result = LadderResult()
     if jobs == 1:
         result = run_ladder(run_dir, 0, len(images), show_progress=True, setup=setup)
     else:
@@ -428,12 +469,13 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
         # spawn, not fork: the parent has started torch's and BLAS' thread pools
         with ProcessPoolExecutor(len(bounds), mp_context=multiprocessing.get_context("spawn"),
                                  initializer=ladder_worker_init) as pool:
-            futures = [pool.submit(run_ladder, run_dir, start, stop) for start, stop in bounds]
+            futures = [pool.submit(run_ladder, run_dir, start, stop, dataset=dataset.name) for start, stop in bounds]
+            result = LadderResult([level for level in LEVELS if level not in skipped])
             for (start, _), future in zip(bounds, futures):
                 result.add(future.result(), start)
     layer_results, correct, labelled = result.layers, result.correct, result.labelled
     levels = []
-    for i, level in enumerate(LEVELS):
+    for i, level in enumerate(result.levels):
         entry = {"level": level, "title": LEVEL_TITLES[level]}
         if level in labelled:
             entry["accuracy"] = correct[level] / len(images)
@@ -441,7 +483,7 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
             layers = layer_results[level]
             diverging = [name for name in b.names if layers[name].get("mismatched_images")]
             entry.update(
-                compared_with=LEVELS[i - 1],
+                compared_with=result.levels[i - 1],
                 agrees=not diverging,
                 layers=layers,
                 first_diverging_layer=diverging[0] if diverging else None,
@@ -456,6 +498,7 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
         "images": len(images),
         "layers": b.names,
         "levels": levels,
+        "skipped_levels": skipped,
         "agree": all(level.get("agrees", True) for level in levels),
     }
     write_json(run_dir / "report" / "verification.json", report)

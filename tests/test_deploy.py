@@ -82,6 +82,7 @@ def test_manifest_lists_every_file_and_the_qonnx_accuracy(tfc_run):
     predicted = predictions(execute_batched(ModelWrapper(str(tfc_run / "model.onnx")), test.test_images))
     assert manifest["correct"] == int((predicted == test.test_labels).sum())
     assert manifest["accuracy"] == manifest["correct"] / len(test.test_labels)
+    assert np.array_equal(np.load(package / manifest["expected_outputs"])[:, 0], predicted)
     assert manifest["board"] == "pynq-z2" and manifest["part"] == "xc7z020clg400-1"
     assert manifest["folding"] == json.loads((tfc_run / "folding_config.json").read_text())
     # the packed test set unpacks to exactly the dataset's pixels
@@ -125,14 +126,28 @@ def test_check_refuses_a_changed_or_missing_file_before_running(tfc_run, tmp_pat
     assert "driver/packing.py: missing from the package" in result.stderr
 
 
-def test_check_fails_when_the_accuracy_differs_from_the_manifest(tfc_run, tmp_path):
+def test_check_compares_every_image_not_the_accuracy(tfc_run, tmp_path):
+    """7 changed predictions with the same number of correct images: MISMATCH (the manifest re-hashed)."""
+    from flow.artifacts import sha256_file
+
     package = shutil.copytree(tfc_run / "deploy", tmp_path / "deploy")
     manifest = json.loads((package / "manifest.json").read_text())
-    manifest["correct"] += 1  # a package whose recorded QONNX accuracy the hardware does not reach
+    expected = np.load(package / manifest["expected_outputs"])
+    labels = np.load(package / manifest["test_set"]["labels"])
+    wrong = np.flatnonzero(expected[:, 0] != labels)[:7]
+    assert len(wrong) == 7
+    for i in wrong:  # another wrong label: the count of correct images stays the same
+        expected[i, 0] = next(c for c in range(10) if c not in (expected[i, 0], labels[i]))
+    np.save(package / manifest["expected_outputs"], expected)
+    manifest["files"][manifest["expected_outputs"]] = sha256_file(package / manifest["expected_outputs"])
     (package / "manifest.json").write_text(json.dumps(manifest))
+    result = run_check(package, "--backend", "emulator", "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 1 and report["correct"] == manifest["correct"]
+    assert report["differing_images"] == 7 and report["first_differing"]["image"] == int(wrong[0])
     result = run_check(package, "--backend", "emulator")
     assert result.returncode == 1
-    assert "MISMATCH" in result.stdout and "flow verify" in result.stdout
+    assert "MISMATCH: 7 of 1000 images' outputs differ" in result.stdout and "flow verify" in result.stdout
 
 
 def test_pynq_backend_without_a_bitfile_says_so(tfc_run):

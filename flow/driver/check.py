@@ -6,8 +6,10 @@
 (This file is flow/driver/check.py; ``flow.deploy`` puts it at the root of the
 package, next to manifest.json.) Both backends receive the same packed test
 images, exactly as the input DMA reads them, and return packed labels that the
-same FINN unpacking turns into predictions; the accuracy must equal the QONNX
-model's accuracy recorded in manifest.json, or the command exits 1.
+same FINN unpacking turns into predictions; every image's output must equal
+the QONNX model's output the package carries (``data/expected_outputs.npy``),
+or the command exits 1: the same accuracy with different predictions is a
+mismatch.
 
 Nothing of the package runs before it is checked: this script never imports
 from its own folder (it drops that folder from ``sys.path`` before its first
@@ -202,17 +204,20 @@ def run_check(package: Path, backend_name: str, batch_size: int) -> dict:
     io = IOShapes.from_dict(manifest["io_shape_dict"])
     images = load_array(listed_file(package, manifest, manifest["test_set"]["images"]))
     labels = load_array(listed_file(package, manifest, manifest["test_set"]["labels"]))
+    expected = load_array(listed_file(package, manifest, manifest["expected_outputs"]))
     backend = BACKENDS[backend_name](package, manifest, batch_size)
     backend.run(images[:batch_size])  # warm-up (first DMA buffers touched, first BLAS call), not timed
-    predicted = []
+    outputs = []
     start = time.perf_counter()
     for first in range(0, len(images), batch_size):
         packed_out = backend.run(images[first : first + batch_size])
         labels_out = unpack_output(packed_out, io)  # N x K, best label first
-        predicted.append(labels_out.reshape(len(labels_out), -1)[:, 0])
+        outputs.append(labels_out.reshape(len(labels_out), -1))
     seconds = time.perf_counter() - start
-    predicted = np.concatenate(predicted).astype(np.int64)
+    outputs = np.concatenate(outputs).astype(np.int64)
+    predicted = outputs[:, 0]
     correct = int((predicted == labels).sum())
+    differing = np.flatnonzero((outputs != expected.reshape(len(expected), -1)).any(axis=1))
     return {
         "backend": backend.name,
         "board": manifest["board"],
@@ -222,7 +227,13 @@ def run_check(package: Path, backend_name: str, batch_size: int) -> dict:
         "accuracy": correct / len(labels),
         "expected_accuracy": manifest["accuracy"],
         "expected_correct": manifest["correct"],
-        "accuracy_matches": correct == manifest["correct"],
+        "outputs_match": len(differing) == 0,
+        "differing_images": len(differing),
+        "first_differing": None if len(differing) == 0 else {
+            "image": int(differing[0]),
+            "output": outputs[differing[0]].tolist(),
+            "expected": expected.reshape(len(expected), -1)[differing[0]].tolist(),
+        },
         "images_per_s": len(labels) / seconds,
         "estimated_hardware_fps": manifest["estimated_throughput_fps"],
         **backend.report(),
@@ -238,12 +249,14 @@ def print_result(result: dict) -> None:
     print(f"images/s       {result['images_per_s']:,.0f} (estimated hardware: {result['estimated_hardware_fps']:,.0f} FPS)")
     if "dma_bandwidth_mb_per_s" in result:
         print(f"DMA bandwidth  {result['dma_bandwidth_mb_per_s']:,.1f} MB/s (in + out, during the check)")
-    if result["accuracy_matches"]:
-        print("OK: same accuracy as the QONNX model")
+    if result["outputs_match"]:
+        print(f"OK: every image's output equals the QONNX model's ({result['images']}/{result['images']})")
     else:
+        first = result["first_differing"]
         print(
-            "MISMATCH: the accuracy differs from the QONNX model's; run `python -m flow verify RUN_DIR` "
-            "on the build host and compare per layer (docs/board.md)"
+            f"MISMATCH: {result['differing_images']} of {result['images']} images' outputs differ from the QONNX "
+            f"model's (first: image {first['image']}, {first['output']} instead of {first['expected']}); run "
+            "`python -m flow verify RUN_DIR` on the build host and compare per layer (docs/board.md)"
         )
 
 
@@ -264,7 +277,7 @@ def main(argv=None) -> int:
         print(json.dumps(result))
     else:
         print_result(result)
-    return 0 if result["accuracy_matches"] else 1
+    return 0 if result["outputs_match"] else 1
 
 
 if __name__ == "__main__":

@@ -95,8 +95,23 @@ def pack_input(folded: np.ndarray, io: IOShapes) -> np.ndarray:
     return finnpy_to_packed_bytearray(folded, io.input.dtype, reverse_endian=True, reverse_inner=True)
 
 
+def check_input_range(images: np.ndarray, io: IOShapes) -> None:
+    """Every value is an integer of the accelerator's input type: packing would silently keep
+    only the low bits (a BINARY input packs bit 0 of each 8-bit pixel)."""
+    dtype = io.input.dtype
+    if images.size == 0:
+        return
+    low, high = images.min(), images.max()
+    if low < dtype.min() or high > dtype.max() or not np.array_equal(images, np.round(images)):
+        raise ValueError(
+            f"input values span {low}..{high}, the accelerator's input is {dtype.name} "
+            f"(integers {dtype.min()}..{dtype.max()})"
+        )
+
+
 def pack_images(images: np.ndarray, io: IOShapes) -> np.ndarray:
     """N images -> N x packed input bytes, exactly as the input DMA reads them."""
+    check_input_range(images, io)
     return pack_input(fold_input(images, io), io)
 
 
