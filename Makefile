@@ -19,12 +19,14 @@ OUT        ?= build/$(MODEL)-$(QUANT)-$(DATASET)
 HLS_BACKEND ?= bnn
 export HLS_BACKEND
 
-.PHONY: install train compare export build csim emulate verify bench check-board test test-slow clean help
+.PHONY: install train compare export build csim emulate verify rtlsim synth bench check-board test test-slow clean help
 
 help:
 	@echo "make train export build [MODEL=tfc|sfc|lfc] [DATASET=mnist5k|fashion-mnist|mnist|cifar10]"
 	@echo "                        [QUANT=fourier+clip|fourier|fourier+fit|clip|ste|approxsign|dsq] [EPOCHS=N] [BOARD=pynq-z2|pynq-z1|ultra96-v2|zcu104|kv260] [TARGET_FPS=N] [OUT=dir]"
 	@echo "make emulate | verify [IMAGES=N]   the built accelerator in Python; the verification ladder"
+	@echo "make rtlsim [IMAGES=N]             the RTL (OUT/rtl) in Verilator under random stalls, == emulator; cycles, FIFOs"
+	@echo "make synth                          Yosys synth_xilinx of the RTL: LUT/FF/BRAM/DSP per layer vs FINN and the board"
 	@echo "make check-board                    on the PYNQ board: RUN_DIR/deploy/check.py --backend pynq (docs/board.md)"
 	@echo "make bench [BENCH_RUNS='dir ...']   emulator speed vs QONNX/FINN/Brevitas/GEMM -> docs/benchmarks.md"
 	@echo "make train NPROC=2 [DEVICE=cuda]   multi-process training (torchrun + DistributedDataParallel)"
@@ -70,6 +72,13 @@ emulate: $(VENV)/.installed
 IMAGES ?=
 verify: $(VENV)/.installed
 	$(PY) -m flow verify $(OUT) $(if $(IMAGES),--images $(IMAGES))
+
+# the generated RTL (OUT/rtl): Verilator against the emulator; Yosys synth_xilinx for the board's family
+rtlsim: $(VENV)/.installed
+	$(PY) -m flow rtlsim $(OUT) $(if $(IMAGES),--images $(IMAGES))
+
+synth: $(VENV)/.installed
+	$(PY) -m flow synth $(OUT)
 
 # emulator vs QONNX / FINN / Brevitas / a GEMM chain on built runs -> docs/benchmarks.md
 BENCH_RUNS ?= $(foreach m,tfc sfc lfc,build/$(m)-$(QUANT)-$(DATASET))
