@@ -46,6 +46,10 @@ SPEC = "rtl.json"
 MIN_FIFO_DEPTH = 2
 
 
+class UnsupportedLayer(FlowError):
+    """A layer (or a parameter of it) the RTL components do not implement."""
+
+
 @dataclass
 class Stream:
     """A stream of the top: its SystemVerilog prefix, word width, words per image, and
@@ -119,7 +123,7 @@ def layer_unit(hw_dir: Path, spec: dict, files: dict[str, str]) -> tuple[str, di
     if kind == "thresholding":
         idt = dtype_of(spec["input_dtype"])
         if not idt.is_integer():
-            raise FlowError(f"layer '{name}': input_dtype {idt.name}: the RTL thresholding takes integer inputs")
+            raise UnsupportedLayer(f"layer '{name}': input_dtype {idt.name}: the RTL thresholding takes integer inputs")
         memory, tbits = threshold_memory(hw_dir, spec, spec["channels"])
         files[f"{name}_thresholds.mem"] = hex_lines([int(v) for v in memory.reshape(-1)], tbits)
         return "bnn_thresholding", dict(
@@ -129,11 +133,11 @@ def layer_unit(hw_dir: Path, spec: dict, files: dict[str, str]) -> tuple[str, di
         )
     if kind == "mvau":
         if not spec["binary_xnor"]:
-            raise FlowError(f"layer '{name}': binary_xnor is false (input {spec['input_dtype']}, weights "
+            raise UnsupportedLayer(f"layer '{name}': binary_xnor is false (input {spec['input_dtype']}, weights "
                             f"{spec['weight_dtype']}): the RTL MVAU is XNOR-popcount only")
         pixels = int(np.prod(spec["input_shape"][:-1]))
         if pixels != 1:
-            raise FlowError(f"layer '{name}': input_shape {spec['input_shape']}: the RTL covers fully connected layers (one vector per image)")
+            raise UnsupportedLayer(f"layer '{name}': input_shape {spec['input_shape']}: the RTL covers fully connected layers (one vector per image)")
         acc = dtype_of(spec["accumulator_dtype"])
         mw = spec["MW"]
         # the popcount's width, unless the build's accumulator type is narrower: then it wraps as that type
@@ -152,12 +156,12 @@ def layer_unit(hw_dir: Path, spec: dict, files: dict[str, str]) -> tuple[str, di
         return "bnn_mvau_xnor", params
     if kind == "labelselect":
         if spec["K"] != 1:
-            raise FlowError(f"layer '{name}': K = {spec['K']}: the RTL label select returns the top label only (K = 1)")
+            raise UnsupportedLayer(f"layer '{name}': K = {spec['K']}: the RTL label select returns the top label only (K = 1)")
         idt = dtype_of(spec["input_dtype"])
         return "bnn_label_select", dict(
             LABELS=spec["labels"], PE=spec["PE"], IBITS=idt.bitwidth(), ISIGNED=int(idt.signed()), OBITS=odt.bitwidth()
         )
-    raise FlowError(f"layer '{name}': kind {kind}: the RTL covers the MLPs (thresholding, XNOR MVAU, label select); "
+    raise UnsupportedLayer(f"layer '{name}': kind {kind}: the RTL covers the MLPs (thresholding, XNOR MVAU, label select); "
                     "convolutional layers are not supported yet")
 
 

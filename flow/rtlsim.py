@@ -44,6 +44,7 @@ TESTBENCH = RTL_TEMPLATES / "rtlsim_tb.cpp"
 STALL = 0.3  # probability of a stalled cycle on each AXI-Stream end in the checked run
 SEED = 1
 INTERVAL_TOLERANCE = 0.05
+COMPILE_OPTIMIZE = "-Os"  # Verilator's default for the model's hot code
 APT_HINT = "apt-get install g++ make perl"
 
 
@@ -79,9 +80,12 @@ def source_hash(rtl_dir: Path, top: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def compile_model(rtl_dir: Path, top: str, build_root: Path) -> tuple[Path, float]:
-    """Verilate and build ``top`` with the testbench into ``build_root/<hash>``; (executable, seconds, 0 when cached)."""
-    key = source_hash(rtl_dir, top)
+def compile_model(rtl_dir: Path, top: str, build_root: Path, optimize: str = COMPILE_OPTIMIZE) -> tuple[Path, float]:
+    """Verilate and build ``top`` with the testbench into ``build_root/<hash>``; (executable, seconds, 0 when cached).
+
+    ``optimize``: g++'s level for the model (Verilator's OPT_FAST/OPT_SLOW).
+    """
+    key = source_hash(rtl_dir, top) + optimize
     build_dir = build_root / key
     executable = build_dir / "rtlsim"
     if executable.exists():
@@ -93,6 +97,8 @@ def compile_model(rtl_dir: Path, top: str, build_root: Path) -> tuple[Path, floa
         *command, "--cc", "--exe", "--build", "-j", "2", "--top-module", top, "-DRTLSIM",
         "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast",
         "-CFLAGS", f"-DTOP_HEADER='\"V{top}.h\"' -DTOP_CLASS=V{top}", "-Mdir", str(staging / "obj"),
+        # the PyPI wheel's verilated.mk was configured without g++'s flag for reading a precompiled header
+        "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-MAKEFLAGS", f"OPT_FAST={optimize}", "-MAKEFLAGS", f"OPT_SLOW={optimize}",
         "-o", "rtlsim", str(TESTBENCH), *(str(rtl_dir / m) for m in MODULES), str(rtl_dir / f"{top}.sv"),
     ]
     start = time.time()
@@ -174,25 +180,38 @@ def stream_values(trace: np.ndarray, stream: dict, trace_bits: int, images: int,
     return values[:images]
 
 
-def first_layer_difference(spec: dict, run: dict, images: np.ndarray, hw_dir: Path) -> str | None:
-    """The first layer whose output stream differs from the emulator's, with the first element."""
-    from flow.emulate import Emulator
-
-    expected = Emulator(hw_dir).execute_layers(images)
+def layer_comparison(spec: dict, run: dict, images: np.ndarray, emulator) -> dict[str, dict]:
+    """Each layer's output stream against the emulator's layer output: mismatched images, first difference."""
+    expected = emulator.execute_layers(images)
     streams = {s["name"]: s for s in spec["streams"]}
+    layers = {}
     for layer in spec["layers"]:
         stream = streams[layer["output_stream"]]
         actual = stream_values(run["traces"][stream["name"]], stream, spec["trace_bits"], len(images), layer["output_dtype"])
         reference = expected[layer["name"]].astype(np.int64)
-        count = min(len(actual), len(reference))
-        diff = np.argwhere(actual[:count] != reference[:count])
-        if len(diff):
-            image, element = diff[0]
-            bad = int((actual[:count] != reference[:count]).any(axis=1).sum())
-            return (f"first at layer {layer['name']}, image {image}, element {element}: "
-                    f"{actual[image, element]} instead of {reference[image, element]} ({bad} of {count} images differ there)")
-        if count < len(reference):
-            return f"layer {layer['name']} produced {count} of {len(reference)} images"
+        entry = {"compared": True, "mismatched_images": 0, "first_difference": None}
+        if actual.shape != reference.shape:
+            entry.update(mismatched_images=len(reference) - len(actual),
+                         first_difference=f"{len(actual)} of {len(reference)} images left the layer")
+        else:
+            differ = actual != reference
+            entry["mismatched_images"] = int(differ.any(axis=1).sum())
+            if entry["mismatched_images"]:
+                image, element = (int(i) for i in np.argwhere(differ)[0])
+                entry["first_difference"] = {"image": image, "element": element, "value": int(actual[image, element]),
+                                             "reference": int(reference[image, element])}
+        layers[layer["name"]] = entry
+    return layers
+
+
+def first_layer_difference(layers: dict[str, dict]) -> str | None:
+    for name, entry in layers.items():
+        diff = entry["first_difference"]
+        if isinstance(diff, dict):
+            return (f"first at layer {name}, image {diff['image']}, element {diff['element']}: {diff['value']} instead of "
+                    f"{diff['reference']} ({entry['mismatched_images']} images differ there)")
+        if diff:
+            return f"layer {name}: {diff}"
     return None
 
 
@@ -219,9 +238,11 @@ def interval(run: dict) -> float:
     return float(ends[-1] - ends[half - 1]) / (len(ends) - half) if half >= 1 else float(ends[1] - ends[0])
 
 
-def rtlsim(run_dir: Path, images: int | None = None, inputs: np.ndarray | None = None) -> dict:
-    """Simulate RUN_DIR's RTL on the test set (or on ``inputs``, N x features integers);
-    raise FlowError on a difference or a deadlock."""
+def simulate(run_dir: Path, images: int | None = None, inputs: np.ndarray | None = None,
+             optimize: str = COMPILE_OPTIMIZE) -> dict:
+    """Simulate RUN_DIR's RTL on the test set (or on ``inputs``, N x features integers); write and
+    return the report (``bit_exact``, per-layer comparison). A deadlock raises FlowError.
+    ``optimize``: g++'s level for the model (-O0 compiles a many-layer test design several times faster)."""
     from flow.artifacts import images_in_stream_order
     from flow.csim import emulator_outputs, test_images
     from flow.driver.packing import IOShapes, pack_images
@@ -246,7 +267,7 @@ def rtlsim(run_dir: Path, images: int | None = None, inputs: np.ndarray | None =
     emulator = Emulator(hw_dir)
     model = emulator.cycles
     expected = emulator_outputs(run_dir, packed)
-    executable, compile_s = compile_model(rtl_dir, top, run_dir / "rtlsim")
+    executable, compile_s = compile_model(rtl_dir, top, run_dir / "rtlsim", optimize)
     # no output for this long is a deadlock: ten times the slowest image's work plus the I/O words, at full stall
     per_image = int(model["latency_cycles"]) + spec["in_axis_words"] + spec["out_axis_words"]
     bound = 10 * per_image + 10_000
@@ -257,12 +278,14 @@ def rtlsim(run_dir: Path, images: int | None = None, inputs: np.ndarray | None =
         done = len(checked["outputs"])
         raise FlowError(f"deadlock in {top}: no output word for {bound} cycles after {done} of {len(chosen)} images; "
                         + stalled_stream(spec, checked["deadlock"]))
-    mismatches, layer_difference = {}, None
+    mismatches = {}
     for label, run in (("with random stalls", checked), ("without stalls", free)):
         rows = np.flatnonzero((run["outputs"] != expected).any(axis=1)) if run["outputs"].shape == expected.shape else [0]
         if len(rows):
             mismatches[label] = rows
-            layer_difference = layer_difference or first_layer_difference(spec, run, chosen, hw_dir)
+    # every layer's output stream against the emulator's layer outputs: names the first that differs
+    layers = layer_comparison(spec, checked, chosen, emulator)
+    layer_difference = first_layer_difference(layers)
     measured = interval(free)
     fifo_names = {f["id"]: f for f in spec["fifos"]}
     report = {
@@ -271,7 +294,8 @@ def rtlsim(run_dir: Path, images: int | None = None, inputs: np.ndarray | None =
         "images": len(chosen),
         "test_set_images": len(test_set),
         "reference": "emulator (RUN_DIR/hw)",
-        "bit_exact": not mismatches,
+        "bit_exact": not mismatches and layer_difference is None,
+        "layers_equal": layer_difference is None,
         "stall_probability": STALL,
         "seed": SEED,
         "compile_seconds": round(compile_s, 2),
@@ -290,16 +314,24 @@ def rtlsim(run_dir: Path, images: int | None = None, inputs: np.ndarray | None =
                    "max_occupancy": occupancy} for i, occupancy in sorted(checked["fifos"].items())],
         "free_run_fifos": {fifo_names[i]["name"]: occupancy for i, occupancy in sorted(free["fifos"].items())},
         "deadlock_bound_cycles": bound,
+        "layers": layers,
     }
-    if mismatches:
+    if mismatches or layer_difference:
         report["mismatch"] = {label: [int(r) for r in rows[:20]] for label, rows in mismatches.items()}
         report["first_difference"] = layer_difference
     write_json(run_dir / "report" / "rtlsim.json", report)
+    return report
+
+
+def rtlsim(run_dir: Path, images: int | None = None, inputs: np.ndarray | None = None,
+           optimize: str = COMPILE_OPTIMIZE) -> dict:
+    """``python -m flow rtlsim``: :func:`simulate`, the table; FlowError unless the RTL equals the emulator."""
+    report = simulate(run_dir, images, inputs, optimize)
     print_report(report)
-    if mismatches:
-        label, rows = next(iter(mismatches.items()))
-        raise FlowError(f"RTL simulation of {top} differs from the emulator {label} on {len(rows)} of {len(chosen)} images; "
-                        f"{layer_difference or 'every layer stream equal: the output path differs'}")
+    if not report["bit_exact"]:
+        label, rows = next(iter(report["mismatch"].items()), ("in a layer stream", []))
+        raise FlowError(f"RTL simulation of {report['top']} differs from the emulator {label} on {len(rows)} of "
+                        f"{report['images']} images; {report['first_difference'] or 'every layer stream equal: the output path differs'}")
     return report
 
 
@@ -308,7 +340,8 @@ def print_report(report: dict) -> None:
     table.add_column("")
     table.add_column("value", justify="right")
     table.add_row("output bytes == emulator (random stalls, p = %.1f, and none)" % report["stall_probability"],
-                  "yes" if report["bit_exact"] else "NO")
+                  "yes" if not report.get("mismatch") else "NO")
+    table.add_row("every layer's stream == emulator's layer output", "yes" if report["layers_equal"] else "NO")
     table.add_row("interval, cycles per image (measured / cycle model)",
                   f"{report['interval_cycles']:g} / {report['cycle_model_interval_cycles']} ({report['interval_vs_model']:.3f})")
     table.add_row("first-image latency, cycles (measured / model sum)",
