@@ -19,9 +19,13 @@ ONNX graph.
   TMEM), stream widths, data types (input, weight, accumulator, threshold,
   output), expected cycles; the input/output packing as FINN's driver
   describes it (``io_shape_dict``: idt, odt, ishape/oshape normal, folded,
-  packed); the software prefix (the input reshape the driver does for free).
-- ``manifest.json`` (written last): board, part, clock, the cycle estimate,
-  and every file above with its sha256.
+  packed); the software prefix (the input reshape the driver does for free);
+  ``streams``: the generated top's stream plan (``flow.hls.stream_plan``: the
+  AXI input and output streams at the board's DMA width, the width converters
+  between layers, with their cycles per image).
+- ``manifest.json`` (written last): board, part, clock, DMA width and
+  bandwidth, the cycle estimate (``flow.cycles``), and every file above with
+  its sha256.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from flow.files import sha256_file, staged_dir
 
 console = Console()
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: accelerator.json has the stream plan, manifest.json the DMA
 MANIFEST = "manifest.json"
 DESCRIPTION = "accelerator.json"
 
@@ -52,25 +56,30 @@ SOFTWARE_PREFIX_OPS = {"Reshape", "Flatten", "Transpose"}
 
 def step_write_hardware_artifacts(model, cfg):
     """Build step: write ``cfg.output_dir/hw`` from the folded dataflow model."""
+    from flow.cycles import board_dma
+
     parent_path = cfg.intermediate_dir / "dataflow_parent.onnx"
-    write_hardware_artifacts(
-        model,
-        cfg.output_dir / "hw",
-        board={"board": cfg.board.name, "part": cfg.board.part, "clock_mhz": cfg.board.clock_mhz},
-        parent=parent_path if parent_path.exists() else None,
-    )
+    board = {
+        "board": cfg.board.name, "part": cfg.board.part, "clock_mhz": cfg.board.clock_mhz,
+        "dma_width_bits": cfg.board.dma_width_bits, "dma": board_dma(cfg.board),
+    }
+    write_hardware_artifacts(model, cfg.output_dir / "hw", board=board, parent=parent_path if parent_path.exists() else None)
     return model
 
 
 def write_hardware_artifacts(model, hw_dir: Path, board: dict, parent: Path | None = None) -> dict:
     """Write the artifacts of a dataflow model (a chain of HW layers) into ``hw_dir``.
 
-    ``board``: ``board``, ``part``, ``clock_mhz``; ``parent``: the parent model
+    ``board``: ``board``, ``part``, ``clock_mhz``, ``dma_width_bits`` (the widest AXI
+    stream of the top), optionally ``dma`` (``flow.cycles.board_dma``); ``parent``: the parent model
     whose software prefix (input reshape) precedes the accelerator.
     Returns the manifest. ``hw_dir`` is replaced atomically: a failure leaves
     the previous directory (or none) in place.
     """
     from qonnx.custom_op.registry import getCustomOp
+
+    from flow.cycles import cycle_model
+    from flow.hls import stream_plan
 
     nodes = list(model.graph.node)
     if not nodes:
@@ -85,25 +94,21 @@ def write_hardware_artifacts(model, hw_dir: Path, board: dict, parent: Path | No
             layers.append(describe_layer(model, node, getCustomOp(node), staging))
         if previous_output != model.graph.output[0].name:
             raise FlowError(f"the last layer '{nodes[-1].name}' does not produce the graph output")
-        cycles = {layer["name"]: layer["cycles"] for layer in layers}
-        max_cycles = max(cycles.values())
-        clock_hz = board["clock_mhz"] * 1e6
+        streams = stream_plan(model, board["dma_width_bits"])
         description = {
             "format": FORMAT_VERSION,
             "layers": layers,
             "io_shape_dict": io_shape_dict(model, getCustomOp(nodes[0]), getCustomOp(nodes[-1])),
             "software_prefix": software_prefix(parent, model.get_tensor_shape(model.graph.input[0].name)),
+            "streams": streams,
         }
         (staging / DESCRIPTION).write_text(json.dumps(description, indent=2))
+        layer_cycles = {layer["name"]: layer["cycles"] for layer in layers}
         manifest = {
             "format": FORMAT_VERSION,
+            "dma": None,
             **board,
-            "estimate": {
-                "layer_cycles": cycles,
-                "initiation_interval_cycles": max_cycles,
-                "latency_cycles": sum(cycles.values()),
-                "estimated_fps": clock_hz / max_cycles,
-            },
+            "estimate": cycle_model(layer_cycles, streams, board["clock_mhz"], board.get("dma")),
             "files": {p.name: sha256_file(p) for p in sorted(staging.iterdir())},
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -20,6 +20,9 @@ class Board:
     finn_board: str  # the board's name in FINN's tables (finn.util.basic.pynq_part_map)
     dma_width_bits: int
     resources: dict[str, int]  # LUT, FF, BRAM_18K, DSP: FINN's resource names
+    # sustainable AXI DMA bandwidth into / out of the fabric (MB/s); flow.cycles bounds the FPS by it
+    dma_mm2s_mb_per_s: float | None = None
+    dma_s2mm_mb_per_s: float | None = None
 
     @property
     def clock_period_ns(self) -> float:

@@ -33,6 +33,7 @@ from rich.table import Table
 
 from flow.artifacts import step_write_hardware_artifacts
 from flow.boards import Board
+from flow.cycles import model_cycles
 from flow.errors import FlowError
 from flow.files import write_json
 from flow.finn_env import init_finn
@@ -271,8 +272,14 @@ def step_specialize_layers(model, cfg: BuildConfig):
 
 
 def step_set_folding(model, cfg: BuildConfig):
-    """Choose PE/SIMD: for ``cfg.target_fps``, or the fastest folding inside the budget."""
-    clock_hz = cfg.board.clock_mhz * 1e6
+    """Choose PE/SIMD: for ``cfg.target_fps``, or the fastest folding inside the budget.
+
+    Never faster than the streams allow: the fully parallel design's input/output
+    streams (and the board's DMA) set the floor of the interval (flow.cycles), and
+    no layer is folded to fewer cycles than that floor.
+    """
+    from flow.cycles import floor_cycles, io_bound_text
+
     slowest = fold(model, 2**40, cfg)  # everything sequential: the smallest design
     if not slowest.fits(cfg.budget()):
         print_layer_table(slowest.model, cfg)
@@ -280,17 +287,24 @@ def step_set_folding(model, cfg: BuildConfig):
             f"the design does not fit {cfg.board.name} at any folding: fully folded it needs "
             f"{slowest.usage_text(cfg.budget())}"
         )
+    parallel = fold(model, 1, cfg)  # the widest streams: the fewest input/output stream cycles
+    floor = floor_cycles(parallel.cycles)
     if cfg.target_fps is not None:
-        target_cycles = math.floor(clock_hz / cfg.target_fps)
-        fastest_cycles = fold(model, 1, cfg).max_cycles
-        if target_cycles < fastest_cycles:
+        clock_hz = cfg.board.clock_mhz * 1e6
+        if cfg.target_fps > parallel.cycles["estimated_fps"]:
+            bound = parallel.cycles["estimated_fps_bounded_by"]
+            if bound in parallel.cycles["stream_cycles"] or bound == "DMA bandwidth":
+                raise FlowError(
+                    f"TARGET_FPS={cfg.target_fps} is above what {cfg.board.name}'s streams can carry: "
+                    f"{io_bound_text(parallel.cycles)}"
+                )
             raise FlowError(
                 f"TARGET_FPS={cfg.target_fps} is impossible: at {cfg.board.clock_mhz:g} MHz the "
-                f"fully parallel design needs {fastest_cycles} cycles per image, "
-                f"at most {clock_hz / fastest_cycles:,.0f} FPS"
+                f"fully parallel design needs {parallel.max_cycles} cycles per image ({bound}), "
+                f"at most {parallel.cycles['estimated_fps']:,.0f} FPS"
             )
-        chosen = fold(model, target_cycles, cfg)
-        cfg.folding_search = [chosen.summary(clock_hz, cfg.budget())]
+        chosen = fold(model, max(floor, math.floor(clock_hz / cfg.target_fps)), cfg)
+        cfg.folding_search = [chosen.summary(cfg.budget())]
         if not chosen.fits(cfg.budget()):
             print_layer_table(chosen.model, cfg)
             raise FlowError(
@@ -298,7 +312,7 @@ def step_set_folding(model, cfg: BuildConfig):
                 f"{chosen.usage_text(cfg.budget())}"
             )
     else:
-        chosen, cfg.folding_search = fastest_fitting_folding(model, slowest, cfg)
+        chosen, cfg.folding_search = fastest_fitting_folding(model, slowest, floor, cfg)
         plot_folding_search(cfg.folding_search, cfg, cfg.report_dir / "folding_search.png")
     write_json(cfg.report_dir / "folding_search.json", cfg.folding_search)
     return chosen.model
@@ -352,9 +366,13 @@ def step_generate_estimate_reports(model, cfg: BuildConfig):
     resources["total"] = aggregate_dict_keys(resources)
     write_json(cfg.report_dir / "estimate_layer_resources.json", resources)
     model = model.transform(AnnotateCycles())
+    # FINN's keys (its layer-only critical path and slowest layer), then the estimate of
+    # flow.cycles: the streams and the DMA included, what bounds it, each bound's FPS
     performance = dict(model.analysis(dataflow_performance))
-    performance["estimated_throughput_fps"] = cfg.board.clock_mhz * 1e6 / performance["max_cycles"]
-    performance["estimated_latency_ns"] = performance["critical_path_cycles"] * cfg.board.clock_period_ns
+    cycles = model_cycles(model, cfg.board)
+    performance["estimated_throughput_fps"] = cycles["estimated_fps"]
+    performance["estimated_latency_ns"] = cycles["estimated_latency_ns"]
+    performance.update({k: v for k, v in cycles.items() if k not in ("layer_cycles", "estimated_fps", "estimated_latency_ns")})
     write_json(cfg.report_dir / "estimate_network_performance.json", performance)
     extract_model_config_to_json(model, cfg.output_dir / "folding_config.json", FOLDING_ATTRS)
     print_layer_table(model, cfg)
@@ -419,8 +437,13 @@ BUILD_STEPS: list[Callable] = [
 @dataclass
 class Folding:
     model: object  # ModelWrapper with PE/SIMD set
-    max_cycles: int
+    cycles: dict  # flow.cycles.cycle_model of the folded design
     resources: dict[str, float]  # totals: LUT, BRAM_18K, DSP
+
+    @property
+    def max_cycles(self) -> int:
+        """The initiation interval: the slowest layer or stream."""
+        return self.cycles["initiation_interval_cycles"]
 
     def fits(self, budget: dict[str, float]) -> bool:
         return all(self.resources.get(k, 0) <= budget[k] for k in budget)
@@ -432,10 +455,11 @@ class Folding:
             for k in budget
         )
 
-    def summary(self, clock_hz: float, budget: dict[str, float]) -> dict:
+    def summary(self, budget: dict[str, float]) -> dict:
         return {
             "max_cycles": self.max_cycles,
-            "estimated_fps": clock_hz / self.max_cycles,
+            "bounded_by": self.cycles["bounded_by"],
+            "estimated_fps": self.cycles["estimated_fps"],
             **{k: self.resources.get(k, 0) for k in ("LUT", "BRAM_18K", "DSP")},
             "fits": self.fits(budget),
         }
@@ -523,33 +547,40 @@ def divisors(n: int) -> list[int]:
 
 
 def fold(model, target_cycles: int, cfg: BuildConfig) -> Folding:
-    """The cheapest folding for a cycle target, with FINN's cycle and resource estimates."""
+    """The cheapest folding for a cycle target, with FINN's resource estimates and flow.cycles."""
     import copy
 
-    from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
     from finn.analysis.fpgadataflow.op_and_param_counts import aggregate_dict_keys
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
 
     folded = copy.deepcopy(model).transform(MinimumCostFolding(target_cycles, cfg.board.part, cfg.budget()))
-    cycles = folded.analysis(exp_cycles_per_layer)
     resources = folded.analysis(lambda m: res_estimation(m, cfg.board.part))
-    return Folding(folded, max(cycles.values()), aggregate_dict_keys(resources))
+    return Folding(folded, model_cycles(folded, cfg.board), aggregate_dict_keys(resources))
 
 
-def fastest_fitting_folding(model, slowest: Folding, cfg: BuildConfig) -> tuple[Folding, list[dict]]:
-    """Bisect the cycle target between fully parallel and fully folded; keep the fastest folding that fits.
+def fastest_fitting_folding(model, slowest: Folding, floor: int, cfg: BuildConfig) -> tuple[Folding, list[dict]]:
+    """Bisect the cycle target between ``floor`` (what the streams allow) and fully folded;
+    keep the fastest folding that fits, the cheapest one for its interval.
 
     Every folding tried is returned (the throughput-vs-resources curve of the search).
     """
-    clock_hz = cfg.board.clock_mhz * 1e6
     budget = cfg.budget()
-    fastest = fold(model, 1, cfg)
+
+    def tried_fold(target: int) -> Folding:
+        candidate = fold(model, target, cfg)
+        console.print(
+            f"  folding search: layers <= {target:,} cycles -> interval {candidate.max_cycles:,} "
+            f"({candidate.cycles['bounded_by']}), {candidate.usage_text(budget)}"
+        )
+        return candidate
+
+    fastest = tried_fold(floor)
     tried = {slowest.max_cycles: slowest, fastest.max_cycles: fastest}
     best = fastest if fastest.fits(budget) else slowest
-    low, high = fastest.max_cycles, slowest.max_cycles  # low: does not fit (unless fastest fits), high: fits
+    low, high = floor, slowest.max_cycles  # low: does not fit (unless fastest fits), high: fits
     while not fastest.fits(budget) and high - low > max(1, low // 200):
         target = (low + high) // 2
-        candidate = fold(model, target, cfg)
+        candidate = tried_fold(target)
         tried.setdefault(candidate.max_cycles, candidate)
         if candidate.fits(budget):
             high = target
@@ -558,12 +589,12 @@ def fastest_fitting_folding(model, slowest: Folding, cfg: BuildConfig) -> tuple[
         else:
             low = target
     # a few more points along the way for the curve
-    for target in np.geomspace(fastest.max_cycles, slowest.max_cycles, 8).astype(int):
-        candidate = fold(model, int(target), cfg)
+    for target in np.geomspace(floor, slowest.max_cycles, 8).astype(int):
+        candidate = tried_fold(int(target))
         tried.setdefault(candidate.max_cycles, candidate)
         if candidate.fits(budget) and candidate.max_cycles < best.max_cycles:
             best = candidate
-    search = [tried[c].summary(clock_hz, budget) | {"chosen": tried[c] is best} for c in sorted(tried, reverse=True)]
+    search = [tried[c].summary(budget) | {"chosen": tried[c] is best} for c in sorted(tried, reverse=True)]
     return best, search
 
 
@@ -601,19 +632,36 @@ def layer_rows(model, part: str) -> list[dict]:
     return rows
 
 
+def stream_row_text(element: dict) -> str:
+    """The width column of a stream row: an AXI stream's width and bytes, a converter's widths."""
+    if element["kind"] in ("axis_in", "axis_out"):
+        return f"{element['bits']}-bit, {element['bytes']:,} B"
+    return f"{element['in_bits']} -> {element['out_bits']} bit"
+
+
 def print_layer_table(model, cfg: BuildConfig) -> None:
-    rows = layer_rows(model, cfg.board.part)
+    """The layers and the streams of the generated top, in dataflow order; ``<`` marks the bound."""
+    rows = {row["layer"]: row for row in layer_rows(model, cfg.board.part)}
+    cycles = model_cycles(model, cfg.board)
+
+    def marked(name: str, value: int) -> str:
+        return f"{value:,}" + (" <" if name == cycles["bounded_by"] else "")
+
     table = Table(title=f"Folded dataflow design for {cfg.board.name} ({cfg.board.part})")
     for column in ("layer", "MW x MH", "SIMD", "PE", "cycles", "LUT", "BRAM18"):
         table.add_column(column, justify="left" if column == "layer" else "right")
-    for row in rows:
-        table.add_row(
-            row["layer"], row["shape"], str(row["SIMD"]), str(row["PE"]), f"{row['cycles']:,}",
-            f"{row['LUT']:,.0f}", f"{row['BRAM_18K']:,.0f}",
-        )
-    lut = sum(r["LUT"] for r in rows)
-    bram = sum(r["BRAM_18K"] for r in rows)
-    max_cycles = max(r["cycles"] for r in rows)
+    for element in cycles["stream_plan"]:
+        if element["kind"] != "layer":
+            table.add_row(element["name"], stream_row_text(element), "", "", marked(element["name"], element["cycles"]))
+            continue
+        for row in (rows[name] for name in element["layers"]):
+            table.add_row(
+                row["layer"], row["shape"], str(row["SIMD"]), str(row["PE"]), marked(row["layer"], row["cycles"]),
+                f"{row['LUT']:,.0f}", f"{row['BRAM_18K']:,.0f}",
+            )
+    lut = sum(r["LUT"] for r in rows.values())
+    bram = sum(r["BRAM_18K"] for r in rows.values())
+    max_cycles = cycles["initiation_interval_cycles"]
     board = cfg.board.resources
     table.add_section()
     table.add_row("total", "", "", "", f"max {max_cycles:,}", f"{lut:,.0f}", f"{bram:,.0f}")
@@ -622,11 +670,12 @@ def print_layer_table(model, cfg: BuildConfig) -> None:
         f"{board['LUT'] * cfg.max_utilization:,.0f}", f"{board['BRAM_18K'] * cfg.max_utilization:,.0f}",
     )
     console.print(table)
-    clock_hz = cfg.board.clock_mhz * 1e6
+    dma = "" if cycles["dma_bound_fps"] is None else f", DMA {cycles['dma_bound_fps']:,.0f}"
     console.print(
-        f"estimated throughput {clock_hz / max_cycles:,.0f} FPS at {cfg.board.clock_mhz:g} MHz "
-        f"(slowest layer {max_cycles:,} cycles); LUT {lut / board['LUT']:.1%}, "
-        f"BRAM {bram / board['BRAM_18K']:.1%} of the board"
+        f"estimated throughput {cycles['estimated_fps']:,.0f} FPS at {cfg.board.clock_mhz:g} MHz, bounded by "
+        f"{cycles['estimated_fps_bounded_by']} (interval {max_cycles:,} cycles, {cycles['bounded_by']}); "
+        f"bounds: layers {cycles['compute_bound_fps']:,.0f}, streams {cycles['io_bound_fps']:,.0f}{dma} FPS; "
+        f"LUT {lut / board['LUT']:.1%}, BRAM {bram / board['BRAM_18K']:.1%} of the board"
     )
 
 
@@ -712,6 +761,7 @@ def build(
         "target_fps": target_fps,
         "max_utilization": max_utilization,
         "estimated_throughput_fps": performance["estimated_throughput_fps"],
+        "estimated_fps_bounded_by": performance["estimated_fps_bounded_by"],
         "estimated_latency_ns": performance["estimated_latency_ns"],
         "step_seconds": times,
     }

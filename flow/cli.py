@@ -144,7 +144,8 @@ def emulate(run_dir, as_json):
     click.echo(
         f"{result['images']} {result['dataset']} test images: accuracy {100 * result['accuracy']:.2f}%, "
         f"emulator {result['images_per_s']:,.0f} images/s; hardware estimate {result['estimated_fps']:,.0f} FPS "
-        f"at {result['clock_mhz']:g} MHz (latency {result['estimated_latency_ns']:,.0f} ns); "
+        f"at {result['clock_mhz']:g} MHz (bounded by {result['estimated_fps_bounded_by']}, "
+        f"latency {result['estimated_latency_ns']:,.0f} ns); "
         + (f"bit-exact with FINN's HW-layer graph on the first {result['reference_images']} images" if result["bit_exact"] else
            f"NOT bit-exact with FINN's HW-layer graph (images {result['mismatched_images']})")
     )

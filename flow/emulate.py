@@ -54,7 +54,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flow.artifacts import DESCRIPTION, MANIFEST, accumulator_range, sha256_file
+from flow.artifacts import DESCRIPTION, FORMAT_VERSION, MANIFEST, accumulator_range, sha256_file
+from flow.cycles import cycle_model
 from flow.errors import FlowError
 
 EXACT_FLOAT32 = 2**24  # integers below this are exact in float32 sums
@@ -81,6 +82,8 @@ def verify_manifest(hw_dir: Path) -> dict:
             raise FlowError(f"{path}: sha256 differs from {MANIFEST}: the file changed after the build; rebuild")
     if DESCRIPTION not in files:
         raise FlowError(f"{manifest_path}: does not list {DESCRIPTION}")
+    if manifest.get("format") != FORMAT_VERSION:
+        raise FlowError(f"{manifest_path}: format {manifest.get('format')}, this flow reads format {FORMAT_VERSION}; rebuild")
     return manifest
 
 
@@ -314,33 +317,6 @@ def blas_controller():
     return ThreadpoolController()
 
 
-def cycle_model(layers: list[Layer], clock_mhz: float) -> dict:
-    """Cycles per layer from the folding; the slowest layer sets the initiation interval."""
-    cycles = {}
-    for layer in layers:
-        spec = layer.spec
-        pixels = int(np.prod(spec["input_shape"][:-1]))  # one per image for an FC layer
-        if layer.kind == "mvau":
-            cycles[layer.name] = pixels * (spec["MH"] // spec["PE"]) * (spec["MW"] // spec["SIMD"])
-        elif layer.kind == "thresholding":
-            cycles[layer.name] = pixels * (spec["channels"] // spec["PE"])
-        elif layer.kind == "labelselect":
-            cycles[layer.name] = spec["labels"] // spec["PE"]
-        else:
-            # sliding window and pool: FINN's estimate (buffer fill and window replay), from the build
-            cycles[layer.name] = spec["cycles"]
-    interval = max(cycles.values())
-    latency = sum(cycles.values())
-    return {
-        "layer_cycles": cycles,
-        "initiation_interval_cycles": interval,
-        "latency_cycles": latency,
-        "clock_mhz": clock_mhz,
-        "estimated_fps": clock_mhz * 1e6 / interval,
-        "estimated_latency_ns": latency * 1e3 / clock_mhz,
-    }
-
-
 class Emulator:
     """The built accelerator, run in numpy; names as FINN's PYNQ driver (``execute``, ``batch_size``)."""
 
@@ -367,7 +343,9 @@ class Emulator:
         self.image_shape = tuple(description["software_prefix"]["input_shape"])
         self.input_permutation = description["software_prefix"].get("input_permutation")
         self.layers = [self._load_layer(spec) for spec in description["layers"]]
-        self.cycles = cycle_model(self.layers, self.manifest["clock_mhz"])
+        # the build's cycle model, from hw/ alone: the layers' cycles, the stream plan, the board's DMA
+        layer_cycles = {layer.name: layer.spec["cycles"] for layer in self.layers}
+        self.cycles = cycle_model(layer_cycles, description["streams"], self.manifest["clock_mhz"], self.manifest["dma"])
 
     # ------------------------------------------------------------------ loading
 
@@ -606,10 +584,7 @@ def emulate(run_dir: Path) -> dict:
         "images_per_s": len(timed) / min(timings),
         "timed_images": len(timed),
         "reference_images": len(checked),
-        "estimated_fps": emulator.cycles["estimated_fps"],
-        "estimated_latency_ns": emulator.cycles["estimated_latency_ns"],
-        "layer_cycles": emulator.cycles["layer_cycles"],
-        "clock_mhz": emulator.cycles["clock_mhz"],
+        **emulator.cycles,
         "bit_exact": len(mismatches) == 0,
         "mismatched_images": mismatches[:20].tolist(),
         "reference": "FINN Python execution of intermediate_models/step_convert_to_hw.onnx",

@@ -42,6 +42,7 @@ import numpy as np
 from rich.console import Console
 
 from flow.boards import Board
+from flow.cycles import INPUT_STREAM, OUTPUT_STREAM
 from flow.errors import FlowError
 from flow.artifacts import mvau_datatypes
 from flow.files import staged_dir
@@ -352,15 +353,15 @@ def is_pool(node) -> bool:
     return node.op_type in ("Pool", "Pool_hls")
 
 
-def layer_stages(model, nodes, images: str) -> list[Stage]:
-    """The kernel stage of every layer of the chain ``nodes``; a depthwise window and the max
-    Pool after it are one stage (see maxpool_stage)."""
+def layer_groups(nodes) -> list[tuple]:
+    """The layers of the chain ``nodes`` as the top's stages: one node each, except a depthwise
+    window and the max Pool after it, which are one stage (see maxpool_stage)."""
     from qonnx.custom_op.registry import getCustomOp
 
-    stages, i = [], 0
+    groups, i = [], 0
     while i < len(nodes):
-        node, inst = nodes[i], getCustomOp(nodes[i])
-        if is_sliding_window(node) and inst.get_nodeattr("depthwise"):
+        node = nodes[i]
+        if is_sliding_window(node) and getCustomOp(node).get_nodeattr("depthwise"):
             following = nodes[i + 1] if i + 1 < len(nodes) else None
             if following is None or not is_pool(following):
                 raise FlowError(
@@ -368,17 +369,48 @@ def layer_stages(model, nodes, images: str) -> list[Stage]:
                     f"max Pool, fused with it; it is followed by "
                     f"{'nothing' if following is None else repr(following.name) + ' (' + following.op_type + ')'}"
                 )
-            stages.append(maxpool_stage(node, inst, following, getCustomOp(following), images))
+            groups.append((node, following))
             i += 2
             continue
         if is_pool(node):
             raise FlowError(f"layer '{node.name}': a Pool has an HLS kernel only after its depthwise sliding window")
-        stage = layer_stage(model, node, images)
-        stage.in_bits = inst.get_instream_width(0)
-        stage.out_words = stage.out_words or int(np.prod(inst.get_folded_output_shape()[1:-1]))
-        stage.layers = (node.name,)
-        stages.append(stage)
+        groups.append((node,))
         i += 1
+    return groups
+
+
+def group_stream(group) -> tuple[int, int, int]:
+    """(input word bits, output word bits, output words per image) of a layer stage's kernel."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    first, last = getCustomOp(group[0]), getCustomOp(group[-1])
+    if len(group) == 2:  # window + max Pool: bnn::maxpool reads and writes PE-channel pixel words
+        (oh, ow) = last.get_nodeattr("OutImgDims")
+        width = last.get_outstream_width(0)
+        return width, width, oh * ow * (last.get_nodeattr("Channels") // last.get_nodeattr("PE"))
+    if is_sliding_window(group[0]):  # bnn::sliding_window writes SIMD-channel words, K*K per window pixel
+        _, _, channels, k, _, simd = sliding_window_geometry(group[0], first)
+        (oh, ow) = first.get_nodeattr("OFMDim")
+        width = simd * dtype_bits(first.get_input_datatype(0))
+        return width, width, oh * ow * k * k * (channels // simd)
+    return first.get_instream_width(0), last.get_outstream_width(0), int(np.prod(last.get_folded_output_shape()[1:-1]))
+
+
+def layer_stages(model, nodes, images: str) -> list[Stage]:
+    """The kernel stage of every layer group of the chain ``nodes`` (see layer_groups)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    stages = []
+    for group in layer_groups(nodes):
+        if len(group) == 2:
+            stage = maxpool_stage(group[0], getCustomOp(group[0]), group[1], getCustomOp(group[1]), images)
+        else:
+            stage = layer_stage(model, group[0], images)
+        stage.in_bits, out_bits, stage.out_words = group_stream(group)
+        if stage.out_bits != out_bits:
+            raise FlowError(f"layer '{group[-1].name}': its kernel writes {stage.out_bits}-bit words, its stream has {out_bits}")
+        stage.layers = tuple(node.name for node in group)
+        stages.append(stage)
     return stages
 
 
@@ -401,15 +433,30 @@ def layer_stage(model, node, images: str) -> Stage:
     )
 
 
-def converter_stages(src: Stream, dst_bits: int, images: str) -> tuple[list[Stage], Stream]:
-    """Re-cut ``src`` into ``dst_bits``-bit words (bnn::dwc) when the widths differ."""
+def converter(src: Stream, dst_bits: int) -> tuple[list[dict], Stream]:
+    """Re-cut ``src`` into ``dst_bits``-bit words (bnn::dwc) when the widths differ: the plan's
+    converter element (none when equal) and the stream it writes."""
     if src.bits == dst_bits:
         return [], src
     total = src.bits * src.words_per_image
     if total % dst_bits:
         raise FlowError(f"cannot convert {src.bits}-bit words into {dst_bits}-bit words: {total} bits per image")
-    call = f"bnn::dwc<{src.bits}, {dst_bits}, {src.words_per_image}>({{src}}, {{dst}}, {images});"
-    return [Stage(call, dst_bits)], Stream(dst_bits, total // dst_bits)
+    out_words = total // dst_bits
+    element = {
+        "kind": "dwc", "in_bits": src.bits, "out_bits": dst_bits, "in_words": src.words_per_image,
+        "out_words": out_words, "cycles": dwc_cycles(src.words_per_image, out_words),
+    }
+    return [element], Stream(dst_bits, out_words)
+
+
+def dwc_cycles(in_words: int, out_words: int) -> int:
+    """bnn::dwc reads and writes in the same cycle while its buffer allows: the longer side's words."""
+    return max(in_words, out_words)
+
+
+def repad(bits: int, to_bits: int, words: int) -> dict:
+    """bnn::repad: the same words, padding bits dropped or added, one word per cycle."""
+    return {"kind": "repad", "in_bits": bits, "out_bits": to_bits, "words": words, "cycles": words}
 
 
 def axis_bytes(image_bytes: int, max_bytes: int) -> int:
@@ -424,9 +471,15 @@ def pad8(bits: int) -> int:
 # --------------------------------------------------------------------------- network
 
 
-def build_network(model, top: str, dma_width_bits: int) -> Network:
-    """The dataflow processes of the top, from AXI stream in to AXI stream out."""
-    from flow.artifacts import io_shape_dict
+def stream_plan(model, dma_width_bits: int) -> list[dict]:
+    """The top's streams from AXI stream in to AXI stream out, in order, without the code.
+
+    Elements (JSON-ready dicts, ``kind``): ``axis_in`` / ``axis_out`` (the DMA's stream: width,
+    words and bytes per image), ``dwc`` and ``repad`` (converters), ``layer`` (a layer stage:
+    its nodes and stream widths). Every element but ``layer`` carries its ``cycles`` per
+    image; layers' cycles are the layers' own (flow.cycles). Each converter is named after
+    the stage it feeds. ``build_network`` generates exactly these stages.
+    """
     from qonnx.custom_op.registry import getCustomOp
 
     nodes = list(model.graph.node)
@@ -437,36 +490,62 @@ def build_network(model, top: str, dma_width_bits: int) -> Network:
         if node.input[0] != previous:
             raise FlowError(f"layer '{node.name}' does not read the previous layer's output: only layer chains are supported")
         previous = node.output[0]
-    first, last = getCustomOp(nodes[0]), getCustomOp(nodes[-1])
-    net = Network(top, io_shape_dict=io_shape_dict(model, first, last))
-    images = "num_images"
+    first = getCustomOp(nodes[0])
 
     # input: DMA words -> the first layer's byte-padded words -> its unpadded words
     in_width = first.get_instream_width(0)
     in_words = int(np.prod(first.get_folded_input_shape()[1:-1]))
-    net.in_bytes = pad8(in_width) // 8 * in_words
-    net.in_axis_bits = 8 * axis_bytes(net.in_bytes, dma_width_bits // 8)
-    net.in_axis_words = net.in_bytes * 8 // net.in_axis_bits
-    stream = Stream(net.in_axis_bits, net.in_axis_words)
-    stages, stream = converter_stages(stream, pad8(in_width), images)
+    in_bytes = pad8(in_width) // 8 * in_words
+    axis_bits = 8 * axis_bytes(in_bytes, dma_width_bits // 8)
+    axis_words = in_bytes * 8 // axis_bits
+    plan = [{"kind": "axis_in", "name": INPUT_STREAM, "bits": axis_bits, "words": axis_words, "bytes": in_bytes, "cycles": axis_words}]
+    converters, stream = converter(Stream(axis_bits, axis_words), pad8(in_width))
+    plan += [c | {"name": f"dwc after {INPUT_STREAM}"} for c in converters]
     if pad8(in_width) != in_width:
-        stages.append(Stage(f"bnn::repad<{pad8(in_width)}, {in_width}, {in_words}>({{src}}, {{dst}}, {images});", in_width))
+        plan.append(repad(pad8(in_width), in_width, in_words) | {"name": f"repad {pad8(in_width)}->{in_width} after {INPUT_STREAM}"})
     stream = Stream(in_width, in_words)
-    for stage in layer_stages(model, nodes, images):
-        converters, stream = converter_stages(stream, stage.in_bits, images)
-        stages += converters
-        stages.append(stage)
-        stream = Stream(stage.out_bits, stage.out_words)
+    for group in layer_groups(nodes):
+        in_bits, out_bits, out_words = group_stream(group)
+        converters, stream = converter(stream, in_bits)
+        plan += [c | {"name": f"dwc before {group[0].name}"} for c in converters]
+        layers = [node.name for node in group]
+        plan.append({"kind": "layer", "name": group[-1].name, "layers": layers, "in_bits": in_bits, "out_bits": out_bits, "out_words": out_words})
+        stream = Stream(out_bits, out_words)
 
     # output: the last layer's words, byte-padded, re-cut into DMA words
-    net.out_bytes = pad8(stream.bits) // 8 * stream.words_per_image
+    out_bytes = pad8(stream.bits) // 8 * stream.words_per_image
     if pad8(stream.bits) != stream.bits:
-        stages.append(Stage(f"bnn::repad<{stream.bits}, {pad8(stream.bits)}, {stream.words_per_image}>({{src}}, {{dst}}, {images});", pad8(stream.bits)))
+        plan.append(repad(stream.bits, pad8(stream.bits), stream.words_per_image) | {"name": f"repad {stream.bits}->{pad8(stream.bits)} before {OUTPUT_STREAM}"})
         stream = Stream(pad8(stream.bits), stream.words_per_image)
-    net.out_axis_bits = 8 * axis_bytes(net.out_bytes, dma_width_bits // 8)
-    net.out_axis_words = net.out_bytes * 8 // net.out_axis_bits
-    converters, stream = converter_stages(stream, net.out_axis_bits, images)
-    net.stages = stages + converters
+    axis_bits = 8 * axis_bytes(out_bytes, dma_width_bits // 8)
+    converters, stream = converter(stream, axis_bits)
+    plan += [c | {"name": f"dwc before {OUTPUT_STREAM}"} for c in converters]
+    plan.append({"kind": "axis_out", "name": OUTPUT_STREAM, "bits": axis_bits, "words": stream.words_per_image, "bytes": out_bytes, "cycles": stream.words_per_image})
+    return plan
+
+
+def build_network(model, top: str, dma_width_bits: int) -> Network:
+    """The dataflow processes of the top: the stream plan's elements as kernel calls."""
+    from flow.artifacts import io_shape_dict
+    from qonnx.custom_op.registry import getCustomOp
+
+    plan = stream_plan(model, dma_width_bits)
+    nodes = list(model.graph.node)
+    net = Network(top, io_shape_dict=io_shape_dict(model, getCustomOp(nodes[0]), getCustomOp(nodes[-1])))
+    images = "num_images"
+    axis_in, axis_out = plan[0], plan[-1]
+    net.in_axis_bits, net.in_axis_words, net.in_bytes = axis_in["bits"], axis_in["words"], axis_in["bytes"]
+    net.out_axis_bits, net.out_axis_words, net.out_bytes = axis_out["bits"], axis_out["words"], axis_out["bytes"]
+    layer_stage_iter = iter(layer_stages(model, nodes, images))
+    for element in plan[1:-1]:
+        if element["kind"] == "dwc":
+            call = f"bnn::dwc<{element['in_bits']}, {element['out_bits']}, {element['in_words']}>({{src}}, {{dst}}, {images});"
+            net.stages.append(Stage(call, element["out_bits"]))
+        elif element["kind"] == "repad":
+            call = f"bnn::repad<{element['in_bits']}, {element['out_bits']}, {element['words']}>({{src}}, {{dst}}, {images});"
+            net.stages.append(Stage(call, element["out_bits"]))
+        else:
+            net.stages.append(next(layer_stage_iter))
     return net
 
 

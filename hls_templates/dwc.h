@@ -9,25 +9,36 @@ namespace bnn {
 // Stream order and folding contract (FINN's StreamingDataWidthConverter): the bits
 // of each image are a little-endian bit string (word 0 first, least significant
 // bit first); it is re-cut into OW-bit words. IN_WORDS x IW must be a multiple of
-// OW. Each cycle either reads one input word or writes one output word, so an
-// image takes IN_WORDS + OUT_WORDS cycles at II=1. Any IW/OW ratio works.
+// OW. The buffer holds up to IW + OW bits; each cycle it writes an output word when
+// it holds one and, in the same cycle, reads an input word when that word then fits,
+// so an image takes max(IN_WORDS, OUT_WORDS) cycles at II=1 (plus one to fill the
+// buffer at the start of a call): the rate flow.cycles counts. Any IW/OW ratio works.
 template <unsigned IW, unsigned OW, unsigned IN_WORDS>
 void dwc(hls::stream<ap_uint<IW> > &in, hls::stream<ap_uint<OW> > &out, const unsigned images) {
     static_assert((IN_WORDS * IW) % OW == 0, "a vector must fill whole output words");
     const unsigned OUT_WORDS = IN_WORDS * IW / OW;
+    const unsigned total_in = images * IN_WORDS, total_out = images * OUT_WORDS;
     ap_uint<IW + OW> buffer = 0;
     ap_uint<bits_for(IW + OW)> held = 0;
-    for (unsigned i = 0; i < images * (IN_WORDS + OUT_WORDS); i++) {
+    unsigned read = 0;
+    for (unsigned written = 0; written < total_out;) {
 #pragma HLS PIPELINE II = 1
+        ap_uint<IW + OW> kept = buffer;
+        ap_uint<bits_for(IW + OW)> left = held;
         if (held >= OW) {
             out.write(ap_uint<OW>(buffer.range(OW - 1, 0)));
-            buffer >>= OW;
-            held -= OW;
-        } else {
-            ap_uint<IW + OW> word = in.read();
-            buffer |= word << held;
-            held += IW;
+            kept = buffer >> OW;
+            left = held - OW;
+            written++;
         }
+        if (read < total_in && left <= OW) {
+            ap_uint<IW + OW> word = in.read();
+            kept |= word << left;
+            left += IW;
+            read++;
+        }
+        buffer = kept;
+        held = left;
     }
 }
 

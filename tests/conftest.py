@@ -61,3 +61,12 @@ def tfc_run(tmp_path_factory) -> Path:
 def sfc_run(tmp_path_factory) -> Path:
     """SFC-W1A1 (STE), a short training on mnist5k, exported and built."""
     return make_run(tmp_path_factory.mktemp("runs"), "sfc", epochs=5, quant="ste")
+
+
+CNV_SUBSET = "fashion-mnist32:1000:100"  # 1000 training, 100 test images
+
+
+@pytest.fixture(scope="session")
+def cnv_run(tmp_path_factory) -> Path:
+    """CNV (conv -> max-pool -> BN -> sign), STE, one epoch on a Fashion-MNIST-32 subset; built with the folding search."""
+    return make_run(tmp_path_factory.mktemp("runs"), "cnv", epochs=1, quant="ste", dataset=CNV_SUBSET)

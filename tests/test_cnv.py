@@ -19,17 +19,11 @@ from qonnx.util.basic import qonnx_make_model
 from flow.boards import load_board
 from flow.errors import FlowError
 from flow.reorder import MoveMaxPoolPastThresholds
+from tests.conftest import CNV_SUBSET as SUBSET
 from tests.conftest import make_run, run_flow
 from tests.test_verify import copy_run, flip_weight_bit
 
-SUBSET = "fashion-mnist32:1000:100"  # 1000 training, 100 test images
 FAST_BUILD = ("--target-fps", "1000")  # one folding instead of the search
-
-
-@pytest.fixture(scope="module")
-def cnv_run(tmp_path_factory):
-    """CNV (conv -> max-pool -> BN -> sign), STE, one epoch on the subset; built with the folding search."""
-    return make_run(tmp_path_factory.mktemp("cnv"), "cnv", epochs=1, quant="ste", dataset=SUBSET)
 
 
 def verification(run_dir) -> dict:

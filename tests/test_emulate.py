@@ -15,7 +15,7 @@ from flow.artifacts import write_hardware_artifacts
 from flow.emulate import Emulator
 from flow.errors import FlowError
 
-BOARD = {"board": "test", "part": "xc7z020clg400-1", "clock_mhz": 100.0}
+BOARD = {"board": "test", "part": "xc7z020clg400-1", "clock_mhz": 100.0, "dma_width_bits": 64}
 IMAGES = 12
 
 

@@ -144,7 +144,7 @@ def check_kernel(tmp_path: Path, models: list[ModelWrapper], seed: int) -> None:
     compile_testbench([tmp_path / "tb.cpp"], [tmp_path], tmp_path / "tb", UNIT_OPTIMIZE)
     failures = []
     for i, (model, net) in enumerate(zip(models, nets)):
-        write_hardware_artifacts(model, tmp_path / f"hw{i}", board={"board": BOARD.name, "part": BOARD.part, "clock_mhz": BOARD.clock_mhz})
+        write_hardware_artifacts(model, tmp_path / f"hw{i}", board={"board": BOARD.name, "part": BOARD.part, "clock_mhz": BOARD.clock_mhz, "dma_width_bits": BOARD.dma_width_bits})
         io = IOShapes.from_dict(net.io_shape_dict)
         idt = io.input.dtype
         values = gen_finn_dt_tensor(idt, (VECTORS, *io.input.folded[1:]))
@@ -182,7 +182,7 @@ def test_label_select_matches_finn_python_execution(tmp_path):
 
     model = single_layer_model("LabelSelect", dict(Labels=6, PE=2, K=3, inputDataType="UINT2", outputDataType="UINT8",
                                                    numInputVectors=[1]), DataType["UINT2"], DataType["UINT8"], [1, 6], [1, 3], {})
-    write_hardware_artifacts(model, tmp_path / "hw", board={"board": BOARD.name, "part": BOARD.part, "clock_mhz": BOARD.clock_mhz})
+    write_hardware_artifacts(model, tmp_path / "hw", board={"board": BOARD.name, "part": BOARD.part, "clock_mhz": BOARD.clock_mhz, "dma_width_bits": BOARD.dma_width_bits})
     values = np.array([[1, 3, 3, 1, 3, 2]], dtype=np.float32)  # three-way tie at the top
     finn = execute_onnx(model, {"inp": values})["out"].reshape(-1)
     assert finn.tolist() == [1, 2, 4]
