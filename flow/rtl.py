@@ -398,7 +398,8 @@ def rtl(run_dir: Path) -> Path:
         raise FlowError(f"{hw_dir / MANIFEST}: no hardware artifacts; run `make build` first")
     manifest = json.loads((hw_dir / MANIFEST).read_text())
     top = c_identifier(run_dir.resolve().name.lower())
-    design, files = generate(hw_dir, top, board_dma_width(manifest["board"]))
+    # the DMA width the build planned its streams for (older builds: the board's)
+    design, files = generate(hw_dir, top, manifest.get("dma_width_bits") or board_dma_width(manifest["board"]))
     out_dir = run_dir / "rtl"
     with staged_dir(out_dir) as staging:
         for module in MODULES:

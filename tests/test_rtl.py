@@ -16,7 +16,7 @@ from flow.artifacts import write_hardware_artifacts
 from flow.errors import FlowError
 from tests.test_emulate import NetworkBuilder, divisors
 
-BOARD = {"board": "pynq-z2", "part": "xc7z020clg400-1", "clock_mhz": 100.0}
+BOARD = {"board": "pynq-z2", "part": "xc7z020clg400-1", "clock_mhz": 100.0, "dma_width_bits": 64}
 INPUT_TYPES = ("UINT8", "UINT4", "INT4")
 BLOCKS = 30  # MVAUs in the random chain; with the thresholding units between them > 50 random layers
 IMAGES = 40
