@@ -11,8 +11,8 @@ weight and threshold memories, the manifest's board) this writes ``RUN_DIR/rtl/`
 - ``<layer>_weights.mem`` / ``<layer>_thresholds.mem``: the memories for
   ``$readmemh``, one word per line (read at elaboration by Yosys, at start-up
   by the Verilator model, so a changed memory needs no recompile);
-- ``<top>.sv``: one wrapper module per layer (its input FIFO, input width
-  converter and unit: the rows of the synthesis report) and the top with FINN's
+- ``<top>.sv``: one wrapper module per layer (its input width converter, input
+  FIFO and unit: the rows of the synthesis report) and the top with FINN's
   stitched-IP names: ``ap_clk``, ``ap_rst_n``, AXI-Stream ``s_axis_0`` /
   ``m_axis_0`` at the board's DMA width (``m_axis_0_tlast`` on each image's last
   word);
@@ -20,8 +20,8 @@ weight and threshold memories, the manifest's board) this writes ``RUN_DIR/rtl/`
   the sha256 of the ``hw/manifest.json`` it was made from (a newer build makes
   it stale: :func:`ensure_rtl` regenerates).
 
-The chain: ``s_axis_0 -> FIFO -> DWC (DMA words -> the first layer's words) ->
-layer 0 -> FIFO -> DWC -> layer 1 -> ... -> last layer -> DWC -> m_axis_0``.
+The chain: ``s_axis_0 -> DWC (DMA words -> the first layer's words) -> FIFO ->
+layer 0 -> DWC -> FIFO -> layer 1 -> ... -> last layer -> DWC -> m_axis_0``.
 A stream is each image's elements as one little-endian bit string, re-cut into
 words (FINN's folded streams, lane 0 in the low bits).
 """
@@ -280,17 +280,11 @@ def generate(hw_dir: Path, top: str, dma_width_bits: int) -> tuple[Design, dict[
     for index, (spec, module, params) in enumerate(units):
         in_bits, in_words, out_bits, out_words = layer_streams(spec)
         name = c_identifier(spec["name"])
-        # the layer's wrapper: input FIFO, input width converter (via the DMA's byte-padded words first), unit
+        # the layer's wrapper: input width converter (via the DMA's byte-padded words first), FIFO, unit.
+        # The FIFO sits after the converter: an MVAU reads its whole vector in its first fold pass, at one
+        # word per cycle, from words a narrow upstream converter could only deliver one per several cycles
         inner = ""
-        fifo = Stream(f"f{index}", stream.bits, stream.words_per_image, stream.producer)
-        depth = fifo_depth(stream.words_per_image)
-        fifos.append({"id": index, "name": f"{spec['name']}.in_fifo", "stream": stream.name, "depth": depth,
-                      "bits": stream.bits, "words_per_image": stream.words_per_image})
-        outer_in = Stream("s", stream.bits, stream.words_per_image, stream.producer)
-        inner += stream_decl(fifo)
-        inner += (f"    bnn_fifo #(.WIDTH({stream.bits}), .DEPTH({depth}), .ID({index})) in_fifo (.clk(clk), .rst_n(rst_n), "
-                  f"{connect('s', outer_in)}, {connect('m', fifo)});\n")
-        current = fifo
+        current = Stream("s", stream.bits, stream.words_per_image, stream.producer)
         if index == 0:
             code, current = dwc_instance(current, pad8(in_bits), "padded")
             inner += code
@@ -302,12 +296,20 @@ def generate(hw_dir: Path, top: str, dma_width_bits: int) -> tuple[Design, dict[
         if current.words_per_image != in_words:
             raise FlowError(f"layer '{spec['name']}': {current.words_per_image} input words per image arrive, "
                             f"folded_input_shape {spec['folded_input_shape']} needs {in_words}")
+        fifo = Stream(f"f{index}", current.bits, current.words_per_image, current.producer)
+        depth = fifo_depth(current.words_per_image)
+        fifos.append({"id": index, "name": f"{spec['name']}.in_fifo", "stream": fifo.name, "depth": depth,
+                      "bits": current.bits, "words_per_image": current.words_per_image})
+        inner += stream_decl(fifo)
+        inner += (f"    bnn_fifo #(.WIDTH({current.bits}), .DEPTH({depth}), .ID({index})) in_fifo (.clk(clk), .rst_n(rst_n), "
+                  f"{connect('s', current)}, {connect('m', fifo)});\n")
+        current = fifo
         out = Stream("m", out_bits, out_words, spec["name"])
         inner += (f"    {module} #({sv_params(params)}) unit (.clk(clk), .rst_n(rst_n), "
                   f"{connect('s', current)}, {connect('m', out)});\n")
         wrapper = f"{top}_{name}"
         wrappers.append(
-            f"// layer {spec['name']} ({spec['kind']}): input FIFO, width converter, {module}\n"
+            f"// layer {spec['name']} ({spec['kind']}): width converter, input FIFO, {module}\n"
             f"module {wrapper} (\n    input logic clk, rst_n,\n"
             f"    input logic s_tvalid, output logic s_tready, input logic [{stream.bits - 1}:0] s_tdata,\n"
             f"    output logic m_tvalid, input logic m_tready, output logic [{out_bits - 1}:0] m_tdata\n);\n"

@@ -187,7 +187,7 @@ def print_report(report: dict) -> None:
         table.add_row(row["layer"], pair(f.get("LUT"), y["LUT"]), str(y["LUTRAM"]), str(y["FF"]),
                       pair(f.get("BRAM_18K"), y["BRAM_18K"]), str(y["DSP"]), row.get("weight_rom", ""))
         s = row["fifo_and_dwc"]
-        table.add_row("  + input FIFO, DWC", f"- / {s['LUT']}", str(s["LUTRAM"]), str(s["FF"]), f"- / {s['BRAM_18K']}", str(s["DSP"]), "")
+        table.add_row("  + DWC, input FIFO", f"- / {s['LUT']}", str(s["LUTRAM"]), str(s["FF"]), f"- / {s['BRAM_18K']}", str(s["DSP"]), "")
     t, f, b = report["total"], report["finn_estimate_total"], report["board_budget"]
     table.add_row("total", pair(f.get("LUT"), t["LUT"]), str(t["LUTRAM"]), str(t["FF"]), pair(f.get("BRAM_18K"), t["BRAM_18K"]), str(t["DSP"]), "")
     table.add_row(f"board {report['board']}", str(b["LUT"]), "", str(b["FF"]), str(b["BRAM_18K"]), str(b["DSP"]), "")
