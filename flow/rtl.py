@@ -28,6 +28,7 @@ words (FINN's folded streams, lane 0 in the low bits).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -246,6 +247,7 @@ class Design:
     layers: list[dict]
     trace_bits: int
     hw_manifest_sha256: str
+    generator_sha256: str
     board: str
     part: str
     clock_mhz: float
@@ -361,7 +363,7 @@ def generate(hw_dir: Path, top: str, dma_width_bits: int) -> tuple[Design, dict[
         top=top, in_axis_bits=in_axis_bits, in_axis_words=in_bytes * 8 // in_axis_bits, in_bytes=in_bytes,
         out_axis_bits=out_axis_bits, out_axis_words=out_axis_words, out_bytes=out_bytes,
         streams=[asdict(s) for s in traced], fifos=fifos, layers=layers, trace_bits=trace_bits,
-        hw_manifest_sha256=sha256_file(hw_dir / MANIFEST), board=manifest["board"], part=manifest["part"],
+        hw_manifest_sha256=sha256_file(hw_dir / MANIFEST), generator_sha256=generator_hash(), board=manifest["board"], part=manifest["part"],
         clock_mhz=manifest["clock_mhz"], dma_width_bits=dma_width_bits,
     )
     return design, files
@@ -384,6 +386,14 @@ def trace_code(streams: list[Stream], trace_bits: int) -> str:
         lines.append(f"        if ({s.name}_tvalid && {s.name}_tready) rtlsim_word({i}, {trace_bits}'({s.name}_tdata));")
     lines += ["    end", "`endif"]
     return "\n".join(lines) + "\n"
+
+
+def generator_hash() -> str:
+    """This generator and its templates: RTL made by another version is stale."""
+    digest = hashlib.sha256()
+    for path in [Path(__file__), *(RTL_TEMPLATES / m for m in MODULES)]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def board_dma_width(board_name: str) -> int:
@@ -413,7 +423,8 @@ def rtl(run_dir: Path) -> Path:
 
 
 def ensure_rtl(run_dir: Path) -> dict:
-    """The RTL of RUN_DIR, regenerated when missing or made from another build; returns rtl.json."""
+    """The RTL of RUN_DIR, regenerated when missing or made from another build or by another
+    generator version; returns rtl.json. (A memory file edited by hand is kept: rtlsim shows it.)"""
     run_dir = Path(run_dir)
     hw_manifest = run_dir / "hw" / MANIFEST
     if not hw_manifest.exists():
@@ -421,7 +432,7 @@ def ensure_rtl(run_dir: Path) -> dict:
     spec_path = run_dir / "rtl" / SPEC
     if spec_path.exists():
         spec = json.loads(spec_path.read_text())
-        if spec.get("hw_manifest_sha256") == sha256_file(hw_manifest):
+        if spec.get("hw_manifest_sha256") == sha256_file(hw_manifest) and spec.get("generator_sha256") == generator_hash():
             return spec
     rtl(run_dir)
     return json.loads(spec_path.read_text())
