@@ -38,7 +38,7 @@ from flow.errors import FlowError
 from flow.files import write_json
 from flow.rtl import MODULES, RTL_TEMPLATES, ensure_rtl
 
-console = Console()
+console = Console(width=150)  # the per-layer tables stay readable in logs
 
 TESTBENCH = RTL_TEMPLATES / "rtlsim_tb.cpp"
 STALL = 0.3  # probability of a stalled cycle on each AXI-Stream end in the checked run

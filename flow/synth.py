@@ -32,7 +32,7 @@ from flow.errors import FlowError
 from flow.files import write_json
 from flow.rtl import MODULES, ensure_rtl
 
-console = Console()
+console = Console(width=150)  # the per-layer tables stay readable in logs
 
 # LUTs a distributed-RAM / shift-register primitive occupies (UG474, UG574)
 LUTRAM_LUTS = {
@@ -180,7 +180,7 @@ def print_report(report: dict) -> None:
         table.add_column(column, justify="left" if column == "layer" else "right")
 
     def pair(finn, yosys):
-        return f"{finn if finn is not None else '-'} / {yosys}"
+        return f"{'-' if finn is None else f'{finn:,.0f}'} / {yosys:,}"
 
     for row in report["layers"]:
         y, f = row["yosys"], row["finn_estimate"]
