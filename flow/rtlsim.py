@@ -2,7 +2,7 @@
 
 ``python -m flow rtlsim RUN_DIR`` generates ``RUN_DIR/rtl`` when missing or stale
 (:mod:`flow.rtl`), compiles the top with ``hls_templates/rtl/rtlsim_tb.cpp``
-(cached in ``RUN_DIR/rtlsim/`` by the hash of the sources; the memories are read
+(once per source hash, in ``~/.cache/bnn-flow/rtlsim``: builds of one folding share it; the memories are read
 at start-up), and runs the packed test set twice:
 
 - with random stalls on both AXI-Stream ends (``tvalid`` and ``tready`` low with
@@ -80,38 +80,41 @@ def source_hash(rtl_dir: Path, top: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def compile_model(rtl_dir: Path, top: str, build_root: Path, optimize: str = COMPILE_OPTIMIZE) -> tuple[Path, float]:
-    """Verilate and build ``top`` with the testbench into ``build_root/<hash>``; (executable, seconds, 0 when cached).
+def model_cache() -> Path:
+    """Where compiled models are kept, by the hash of their sources: every build of one folding
+    shares one (``$XDG_CACHE_HOME/bnn-flow/rtlsim``, default ``~/.cache/bnn-flow/rtlsim``)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "bnn-flow" / "rtlsim"
 
-    ``optimize``: g++'s level for the model (Verilator's OPT_FAST/OPT_SLOW).
-    """
-    key = source_hash(rtl_dir, top) + optimize
-    build_dir = build_root / key
-    executable = build_dir / "rtlsim"
+
+def compile_model(rtl_dir: Path, top: str, optimize: str = COMPILE_OPTIMIZE) -> tuple[Path, float]:
+    """Verilate and build ``top`` with the testbench (once per source hash, see :func:`model_cache`);
+    (executable, seconds; 0 when cached). ``optimize``: g++'s level for the model (OPT_FAST/OPT_SLOW)."""
+    executable = model_cache() / f"{source_hash(rtl_dir, top)}{optimize}" / "rtlsim"
     if executable.exists():
         return executable, 0.0
     command, env = verilator_command()
-    shutil.rmtree(build_root, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix="rtlsim-build-"))
-    args = [
-        *command, "--cc", "--exe", "--build", "-j", "2", "--top-module", top, "-DRTLSIM",
-        "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast",
-        "-CFLAGS", f"-DTOP_HEADER='\"V{top}.h\"' -DTOP_CLASS=V{top}", "-Mdir", str(staging / "obj"),
-        # the PyPI wheel's verilated.mk was configured without g++'s flag for reading a precompiled header
-        "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-MAKEFLAGS", f"OPT_FAST={optimize}", "-MAKEFLAGS", f"OPT_SLOW={optimize}",
-        "-o", "rtlsim", str(TESTBENCH), *(str(rtl_dir / m) for m in MODULES), str(rtl_dir / f"{top}.sv"),
-    ]
-    start = time.time()
-    result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=rtl_dir)
-    seconds = time.time() - start
-    if result.returncode != 0:
-        lines = (result.stderr + result.stdout).splitlines()
-        errors = [line for line in lines if "%Error" in line or re.search(r"error:", line)]
-        shutil.rmtree(staging, ignore_errors=True)
-        raise FlowError(f"Verilator could not build {top}: {(errors or lines or ['no output'])[0].strip()}")
-    build_dir.mkdir(parents=True)
-    shutil.move(str(staging / "obj" / "rtlsim"), executable)
-    shutil.rmtree(staging, ignore_errors=True)
+    executable.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rtlsim-build-") as tmp:
+        obj = Path(tmp) / "obj"
+        args = [
+            *command, "--cc", "--exe", "--build", "-j", "2", "--top-module", top, "-DRTLSIM",
+            "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast",
+            "-CFLAGS", f"-DTOP_HEADER='\"V{top}.h\"' -DTOP_CLASS=V{top}", "-Mdir", str(obj),
+            # the PyPI wheel's verilated.mk was configured without g++'s flag for reading a precompiled header
+            "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-MAKEFLAGS", f"OPT_FAST={optimize}", "-MAKEFLAGS", f"OPT_SLOW={optimize}",
+            "-o", "rtlsim", str(TESTBENCH), *(str(rtl_dir / m) for m in MODULES), str(rtl_dir / f"{top}.sv"),
+        ]
+        start = time.time()
+        result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=rtl_dir)
+        seconds = time.time() - start
+        if result.returncode != 0:
+            lines = (result.stderr + result.stdout).splitlines()
+            errors = [line for line in lines if "%Error" in line or re.search(r"error:", line)]
+            raise FlowError(f"Verilator could not build {top}: {(errors or lines or ['no output'])[0].strip()}")
+        staged = executable.with_name(f"rtlsim.{os.getpid()}.tmp")
+        shutil.copy(obj / "rtlsim", staged)
+        os.replace(staged, executable)  # another process may have built the same model meanwhile: same bytes
     return executable, seconds
 
 
@@ -267,7 +270,7 @@ def simulate(run_dir: Path, images: int | None = None, inputs: np.ndarray | None
     emulator = Emulator(hw_dir)
     model = emulator.cycles
     expected = emulator_outputs(run_dir, packed)
-    executable, compile_s = compile_model(rtl_dir, top, run_dir / "rtlsim", optimize)
+    executable, compile_s = compile_model(rtl_dir, top, optimize)
     # no output for this long is a deadlock: ten times the slowest image's work plus the I/O words, at full stall
     per_image = int(model["latency_cycles"]) + spec["in_axis_words"] + spec["out_axis_words"]
     bound = 10 * per_image + 10_000
