@@ -23,7 +23,7 @@ IMAGES     ?=
 COMPARE_JOBS ?= 1
 BOARD_PYTHON ?= python3
 
-.PHONY: install train compare export build csim emulate verify bench check-board test test-slow clean help
+.PHONY: install train compare export build csim emulate verify rtlsim synth bench check-board test test-slow clean help
 
 # `make help`: every target and variable (OUT may contain spaces: it is quoted in every recipe)
 help:
@@ -32,6 +32,8 @@ help:
 	@echo "  make emulate              the built accelerator in Python (accuracy, speed, bit-exactness), then OUT/deploy/check.py"
 	@echo "  make verify               the ladder PyTorch -> QONNX -> streamlined -> HW layers -> emulator, per layer"
 	@echo "  make csim                 g++ C simulation of OUT/hls, bit for bit against the emulator"
+	@echo "  make rtlsim               the RTL (OUT/rtl) in Verilator under random stalls, == emulator; cycles, FIFOs"
+	@echo "  make synth                Yosys synth_xilinx of the RTL: LUT/FF/BRAM/DSP per layer vs FINN and the board"
 	@echo "  make check-board          on the PYNQ board: OUT/deploy/check.py --backend pynq (docs/board.md)"
 	@echo "  make bench                emulator speed vs QONNX/FINN/Brevitas/GEMM -> docs/benchmarks.md"
 	@echo "  make compare              all quantizers x 5 seeds, SFC + CNV, 95 % CIs, paired p-values -> docs/quantizers.md"
@@ -54,7 +56,7 @@ help:
 	@printf "  %-34s %s\n" "TARGET_FPS=N" "throughput target (default: the fastest folding that fits)"
 	@printf "  %-34s %s\n" "MAX_UTILIZATION=$(MAX_UTILIZATION)" "part of the board's LUT/BRAM/DSP the accelerator may use"
 	@printf "  %-34s %s\n" "HLS_BACKEND=$(HLS_BACKEND)" "bnn: our hls_templates kernels | finn: FINN's finn-hlslib route (Vitis HLS + Vivado)"
-	@printf "  %-34s %s\n" "IMAGES=N" "verify, csim: only the first N test images"
+	@printf "  %-34s %s\n" "IMAGES=N" "verify, csim, rtlsim: only the first N test images"
 	@printf "  %-34s %s\n" "OUT=$(OUT)" "the run directory (default build/MODEL-QUANT-DATASET)"
 	@printf "  %-34s %s\n" "DATA_DIR=dir" "where datasets are downloaded (environment; default ~/.cache/bnn-flow)"
 	@printf "  %-34s %s\n" "BENCH_RUNS='dir ...'" "bench: the built runs to measure"
@@ -121,6 +123,13 @@ emulate: $(VENV)/.installed
 # the ladder PyTorch -> QONNX -> streamlined -> HW layers -> emulator, per layer (IMAGES=N: fewer test images)
 verify: $(VENV)/.installed
 	$(PY) -m flow verify '$(OUT)' $(if $(IMAGES),--images $(IMAGES))
+
+# the generated RTL (OUT/rtl): Verilator against the emulator; Yosys synth_xilinx for the board's family
+rtlsim: $(VENV)/.installed
+	$(PY) -m flow rtlsim '$(OUT)' $(if $(IMAGES),--images $(IMAGES))
+
+synth: $(VENV)/.installed
+	$(PY) -m flow synth '$(OUT)'
 
 # emulator vs QONNX / FINN / Brevitas / a GEMM chain on built runs -> docs/benchmarks.md
 BENCH_RUNS ?= $(foreach m,tfc sfc lfc,build/$(m)-$(QUANT)-$(DATASET))

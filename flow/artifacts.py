@@ -193,6 +193,9 @@ def describe_layer(model, node, inst, out_dir: Path) -> dict:
             weight_dtype=wdt.name,
             weight_memory_dtype=stored_wdt.name,
             bipolar_weights=xnor or wdt == DataType["BIPOLAR"],
+            # where the weights live (FINN's MVAU attributes): the RTL maps its weight ROM by them
+            mem_mode=inst.get_nodeattr("mem_mode"),
+            ram_style=inst.get_nodeattr("ram_style"),
         )
         hw_weights = inst.get_hw_compatible_weight_tensor(weights)[0]
         files = {"weights": save_weight_memory(hw_weights, stored_wdt, name, out_dir)}

@@ -51,6 +51,8 @@ def main(debug) -> None:
                  OUT/hw/ (the accelerator's memories + manifest), OUT/build.json
       emulate -> the built accelerator (OUT/hw) in Python: accuracy, images/s, estimated FPS
       verify  -> OUT/report/verification.json (PyTorch = QONNX = FINN = emulator, per layer)
+      rtlsim  -> OUT/rtl/ (SystemVerilog), OUT/report/rtlsim.json (Verilator == emulator, cycles)
+      synth   -> OUT/report/synth_resources.json (Yosys synth_xilinx per layer vs FINN's estimate)
       deploy  -> OUT/deploy/, OUT/deploy.tar.gz (the board package; also written by build)
     """
     if debug:
@@ -240,6 +242,35 @@ def csim(run_dir, images, dataset):
 
     with run_directory(run_dir):
         run_csim(run_dir, images, dataset)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
+def rtl(run_dir):
+    """RUN_DIR/hw -> RUN_DIR/rtl/ (SystemVerilog top, components, memories); rtlsim and synth make it when needed."""
+    from flow.rtl import rtl as run_rtl
+
+    click.echo(f"wrote {run_rtl(run_dir)}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
+@click.option("--images", type=click.IntRange(min=1), default=None, help="Simulate only the first N test images [default: all].")
+@dataset_option
+def rtlsim(run_dir, images, dataset):
+    """Verilator simulation of RUN_DIR/rtl under random stalls; exit 1 unless it equals the emulator byte for byte."""
+    from flow.rtlsim import rtlsim as run_rtlsim
+
+    run_rtlsim(run_dir, images, dataset=dataset)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
+def synth(run_dir):
+    """Yosys synth_xilinx of RUN_DIR/rtl: LUT, FF, LUTRAM/SRL, BRAM, DSP per layer against FINN's estimate and the board."""
+    from flow.synth import synth as run_synth
+
+    run_synth(run_dir)
 
 
 @main.command()

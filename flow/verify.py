@@ -57,6 +57,7 @@ LEVEL_TITLES = {
     "streamlined": "streamlined FINN",
     "hw_graph": "HW layers (FINN Python)",
     "emulator": "emulator (hw/)",
+    "rtl": "RTL (Verilator)",
 }
 
 
@@ -492,6 +493,7 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
         if level == "emulator" and entry["first_diverging_layer"]:
             entry["diagnosis"] = diagnose(emulator, entry["first_diverging_layer"], entry["first_difference"])
         levels.append(entry)
+    levels.append(rtl_level(run_dir, images, b.names))
     report = {
         "run_dir": str(run_dir),
         "dataset": dataset.name,
@@ -504,6 +506,31 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
     write_json(run_dir / "report" / "verification.json", report)
     print_report(report)
     return report
+
+
+def rtl_level(run_dir: Path, images: np.ndarray, names: list[str]) -> dict:
+    """The generated RTL in Verilator (flow.rtlsim) on the same images, per layer against the emulator.
+
+    A design the RTL does not cover (a convolutional network) gets the level without
+    comparisons and the reason."""
+    from flow.rtl import UnsupportedLayer
+    from flow.rtlsim import simulate
+
+    entry = {"level": "rtl", "title": LEVEL_TITLES["rtl"], "compared_with": "emulator"}
+    try:
+        report = simulate(run_dir, inputs=images)
+    except UnsupportedLayer as exc:
+        return {**entry, "skipped": str(exc), "layers": {name: {"compared": False} for name in names}}
+    layers = {name: report["layers"].get(name, {"compared": False}) for name in names}
+    diverging = [name for name in names if layers[name].get("mismatched_images")]
+    return {
+        **entry,
+        "agrees": report["bit_exact"],
+        "layers": layers,
+        "first_diverging_layer": diverging[0] if diverging else None,
+        "first_difference": layers[diverging[0]]["first_difference"] if diverging else None,
+        "interval_cycles": report["interval_cycles"],
+    }
 
 
 def print_report(report: dict) -> None:
@@ -543,4 +570,6 @@ def print_report(report: dict) -> None:
             )
         if level.get("diagnosis"):
             console.print(f"  {level['diagnosis']}")
+        if level.get("skipped"):
+            console.print(f"[dim]{level['title']} skipped: {level['skipped']}[/]")
     console.print("[green]all levels agree[/]" if report["agree"] else "[red]the ladder disagrees[/]")
