@@ -213,6 +213,18 @@ def load_model_state(model: torch.nn.Module, checkpoint: dict, path: Path) -> No
         ) from None
 
 
+def save_figure(fig, title: str, path: Path) -> None:
+    """Title, layout and an atomic write of a training figure (a killed run leaves no half PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
     try:
         import matplotlib
@@ -233,12 +245,7 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     ax_acc.legend()
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, title, path)
 
 
 def plot_clipped_fractions(history: list[dict], path: Path, title: str) -> None:
@@ -261,12 +268,7 @@ def plot_clipped_fractions(history: list[dict], path: Path, title: str) -> None:
     for ax in (ax_f, ax_t):
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    fig.suptitle(title)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, title, path)
 
 
 def train(out_dir: Path, config: TrainConfig, device: str = "cpu") -> dict:

@@ -493,7 +493,7 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
         if level == "emulator" and entry["first_diverging_layer"]:
             entry["diagnosis"] = diagnose(emulator, entry["first_diverging_layer"], entry["first_difference"])
         levels.append(entry)
-    levels.append(rtl_level(run_dir, images, b.names))
+    levels.append(rtl_level(run_dir, images, b.names, emulator_accuracy=levels[-1]["accuracy"]))
     report = {
         "run_dir": str(run_dir),
         "dataset": dataset.name,
@@ -508,7 +508,7 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
     return report
 
 
-def rtl_level(run_dir: Path, images: np.ndarray, names: list[str]) -> dict:
+def rtl_level(run_dir: Path, images: np.ndarray, names: list[str], emulator_accuracy: float) -> dict:
     """The generated RTL in Verilator (flow.rtlsim) on the same images, per layer against the emulator.
 
     A design the RTL does not cover (a convolutional network) gets the level without
@@ -523,6 +523,8 @@ def rtl_level(run_dir: Path, images: np.ndarray, names: list[str]) -> dict:
         return {**entry, "skipped": str(exc), "layers": {name: {"compared": False} for name in names}}
     layers = {name: report["layers"].get(name, {"compared": False}) for name in names}
     diverging = [name for name in names if layers[name].get("mismatched_images")]
+    if report["bit_exact"]:  # every output byte equals the emulator's: so do its predictions
+        entry["accuracy"] = emulator_accuracy
     return {
         **entry,
         "agrees": report["bit_exact"],

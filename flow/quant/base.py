@@ -25,6 +25,13 @@ from brevitas.quant.binary import SignedBinaryActPerTensorConst, SignedBinaryWei
 from torch import nn
 
 
+def scheduled(schedule: tuple[int, int], epoch: int, epochs: int) -> int:
+    """The per-epoch value of a linear schedule ``(first, last)`` over epochs 1..epochs, rounded."""
+    first, last = schedule
+    progress = (epoch - 1) / (epochs - 1) if epochs > 1 else 1.0
+    return round(first + (last - first) * progress)
+
+
 def bipolar_sign(x: torch.Tensor) -> torch.Tensor:
     """QONNX BipolarQuant semantics in x's dtype: +1 where x >= 0 (0 included), else -1."""
     return (x >= 0).to(x.dtype) * 2 - 1

@@ -29,7 +29,7 @@ import math
 import torch
 from torch import nn
 
-from flow.quant.base import SurrogateActQuant, SurrogateWeightQuant
+from flow.quant.base import SurrogateActQuant, SurrogateWeightQuant, scheduled
 from flow.quant.fourier import DEFAULT_GRAD_MASK, DEFAULT_OMEGA, DEFAULT_TERMS
 
 
@@ -58,9 +58,7 @@ class DftEstimator(nn.Module):
         self.weights = [self.omega * (2 * i + 1) * b for i, b in enumerate(dft_coefficients(n))]
 
     def on_epoch(self, epoch: int, epochs: int) -> None:
-        first, last = self.terms_schedule
-        progress = (epoch - 1) / (epochs - 1) if epochs > 1 else 1.0
-        self.set_terms(round(first + (last - first) * progress))
+        self.set_terms(scheduled(self.terms_schedule, epoch, epochs))
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         a = self.omega * x

@@ -35,7 +35,7 @@ import math
 import torch
 from torch import nn
 
-from flow.quant.base import SurrogateActQuant, SurrogateWeightQuant
+from flow.quant.base import SurrogateActQuant, SurrogateWeightQuant, scheduled
 
 DEFAULT_OMEGA = 0.1
 DEFAULT_TERMS = (9, 18)  # n at the first and at the last epoch
@@ -99,9 +99,7 @@ class FourierEstimator(nn.Module):
             self.omega = first_zero(1.0, n) / self.grad_mask
 
     def on_epoch(self, epoch: int, epochs: int) -> None:
-        first, last = self.terms_schedule
-        progress = (epoch - 1) / (epochs - 1) if epochs > 1 else 1.0
-        self.set_terms(round(first + (last - first) * progress))
+        self.set_terms(scheduled(self.terms_schedule, epoch, epochs))
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         a = self.omega * x

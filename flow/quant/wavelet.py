@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from flow.quant.base import SurrogateActQuant, SurrogateWeightQuant
+from flow.quant.base import SurrogateActQuant, SurrogateWeightQuant, scheduled
 
 DEFAULT_LEVELS = (0, 1)  # J at the first and at the last epoch
 DEFAULT_WIDTH = 2.0  # the level-0 gradient is non-zero on |x| < this
@@ -65,9 +65,7 @@ class WaveletEstimator(nn.Module):
         self.level = levels[0]
 
     def on_epoch(self, epoch: int, epochs: int) -> None:
-        first, last = self.levels_schedule
-        progress = (epoch - 1) / (epochs - 1) if epochs > 1 else 1.0
-        self.level = round(first + (last - first) * progress)
+        self.level = scheduled(self.levels_schedule, epoch, epochs)
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         dilation = 2**self.level * SUPPORT / self.width
