@@ -100,7 +100,7 @@ def test_verify_runs_the_ladder_from_qonnx_without_a_checkpoint(tfc_run):
     result = run_flow("verify", run_dir)
     assert "skipped level PyTorch (Brevitas): no checkpoint.pt" in result.stdout
     report = json.loads((run_dir / "report" / "verification.json").read_text())
-    assert [level["level"] for level in report["levels"]] == ["qonnx", "streamlined", "hw_graph", "emulator"]
+    assert [level["level"] for level in report["levels"]] == ["qonnx", "streamlined", "hw_graph", "emulator", "rtl"]
     assert report["agree"] and report["images"] == 1000
     accuracies = {level["accuracy"] for level in report["levels"]}
     assert len(accuracies) == 1 and accuracies.pop() > 0.5  # trained, and every level the same

@@ -53,7 +53,9 @@ def test_cnv_ladder_is_exact_on_every_image(cnv_run):
     pools = [name for name in report["layers"] if name.startswith("Pool")]
     assert len(pools) == 2
     for name in pools:
-        assert all(level["layers"][name]["compared"] for level in report["levels"][1:])
+        assert all(level["layers"][name]["compared"] for level in report["levels"][1:] if not level.get("skipped"))
+    rtl = next(level for level in report["levels"] if level["level"] == "rtl")
+    assert "sliding_window" in rtl["skipped"]  # the RTL covers the MLPs (issue 14 brings CNV)
 
 
 def test_a_flipped_conv_weight_bit_is_found_across_worker_processes(cnv_run, tmp_path):
@@ -62,7 +64,8 @@ def test_a_flipped_conv_weight_bit_is_found_across_worker_processes(cnv_run, tmp
     flip_weight_bit(run / "hw", "MVAU_hls_2", resign=True)
     result = run_flow("verify", run, check=False)
     assert result.returncode != 0
-    emulator = json.loads((run / "report" / "verification.json").read_text())["levels"][-1]
+    levels = json.loads((run / "report" / "verification.json").read_text())["levels"]
+    emulator = next(level for level in levels if level["level"] == "emulator")
     assert emulator["first_diverging_layer"] == "MVAU_hls_2" and emulator["layers"]["MVAU_hls_2"]["mismatched_images"] > 0
     assert "2 worker processes" in result.stdout
 

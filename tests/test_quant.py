@@ -319,9 +319,9 @@ def test_error_fit_adds_gradient_while_alpha_is_positive_and_none_at_zero():
 
 
 QONNX_QUANT_OPS = {"BipolarQuant", "Quant"}
-# one case per mechanism in `make test` (clip scale per tensor and per channel, each new
-# expansion, float64 and int8 masters); the other quantizers differ only in backward: slow
-FAST_LADDER_QUANTIZERS = {"fourier+clip", "clip-channel", "wavelet", "dft"}
+# one case per export mechanism in `make test` (clip scale per tensor and per channel, float64 and
+# int8 masters); the other quantizers (the expansions) differ only in backward: `make test-slow`
+FAST_LADDER_QUANTIZERS = {"fourier+clip", "clip-channel"}
 LADDER_CASES = [
     pytest.param(name, {}, marks=() if name in FAST_LADDER_QUANTIZERS else pytest.mark.slow, id=name)
     for name in NEW_QUANTIZERS
