@@ -75,6 +75,7 @@ def test_cnv_csim_equals_the_emulator(cnv_run):
     assert json.loads((cnv_run / "report" / "csim.json").read_text())["bit_exact"] is True
 
 
+@pytest.mark.slow  # ~75 s; the synthetic-block reorder tests cover negated scales in `make test`
 def test_negative_batchnorm_scales_before_a_pool_are_reordered_exactly(cnv_run, tmp_path):
     run = tmp_path / "negated"
     run.mkdir()

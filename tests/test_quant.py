@@ -327,7 +327,7 @@ LADDER_CASES = [
     for name in NEW_QUANTIZERS
 ] + [
     pytest.param("fourier", {"dtype": "float64"}, id="fourier-float64"),
-    pytest.param("clip", {"master_weights": "int8"}, id="clip-int8"),
+    pytest.param("clip", {"master_weights": "int8"}, marks=pytest.mark.slow, id="clip-int8"),
 ]
 
 
