@@ -2,6 +2,11 @@
 #ifndef BNN_COMMON_H
 #define BNN_COMMON_H
 
+// Streams of wide layers exceed ap_int's default 1024 bits (LFC: a 1026-bit word);
+// Vitis HLS allows up to 4096. Every header defines it before its first ap_int.h.
+#ifndef AP_INT_MAX_W
+#define AP_INT_MAX_W 4096
+#endif
 #include <ap_int.h>
 #include <hls_stream.h>
 
