@@ -22,8 +22,9 @@ memory ports to the PS slave (DDR). They differ in the accelerator:
 ``VIVADO_ROUTE`` (environment, ``make VIVADO_ROUTE=``) selects the route: unset,
 ``rtl`` where the RTL covers the design and else ``hls`` (one line says why);
 ``rtl`` or ``hls`` explicitly, that route or a one-line error. With
-``HLS_BACKEND=finn`` FINN's own vendor steps make the bitfile instead. The tcl
-is always written; Vivado runs only where it is on PATH (else one line).
+``HLS_BACKEND=finn`` FINN's own vendor steps make the bitfile instead. The
+route's tcl is always written (``hls/`` by every build); Vivado runs only where
+it is on PATH (else one line).
 """
 
 from __future__ import annotations
