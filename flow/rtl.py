@@ -49,6 +49,9 @@ MODULES = ("bnn_fifo.sv", "bnn_dwc.sv", "bnn_thresholding.sv", "bnn_mvau.sv", "b
            "bnn_label_select.sv")
 SPEC = "rtl.json"
 MIN_FIFO_DEPTH = 2
+# a FIFO holds one image's words up to this many bits (every MLP FIFO fits: TFC's largest has 6,272): a conv layer's
+# image is up to ~450 kbit of stream, which in distributed RAM alone would fill a small FPGA
+FIFO_BITS = 8192
 # FINN's stitched-IP block design name; the same for every build, so builds of one folding
 # share their sources (the memories are separate files) and one compiled simulation model
 TOP = "finn_design"
@@ -241,9 +244,11 @@ def check_widths(spec: dict, module: str, params: dict) -> None:
             raise FlowError(f"layer '{name}': {key} = {params[key]} does not divide {total}")
 
 
-def fifo_depth(words_per_image: int) -> int:
-    """One image's words: a producer never waits for a consumer that is busy with the previous image."""
-    return max(MIN_FIFO_DEPTH, words_per_image)
+def fifo_depth(words_per_image: int, bits: int) -> int:
+    """One image's words (a producer never waits for a consumer that is busy with the previous
+    image), at most FIFO_BITS: conv layers stream many words per image at matched rates, and
+    the simulation's largest occupancy shows what they use."""
+    return max(MIN_FIFO_DEPTH, min(words_per_image, FIFO_BITS // bits))
 
 
 def sv_params(params: dict) -> str:
@@ -352,7 +357,7 @@ def generate(hw_dir: Path, top: str, dma_width_bits: int) -> tuple[Design, dict[
             raise FlowError(f"layer '{spec['name']}': {current.words_per_image} input words per image arrive, "
                             f"folded_input_shape {spec['folded_input_shape']} needs {in_words}")
         fifo = Stream(f"f{index}", current.bits, current.words_per_image, current.producer)
-        depth = fifo_depth(current.words_per_image)
+        depth = fifo_depth(current.words_per_image, current.bits)
         fifos.append({"id": index, "name": f"{spec['name']}.in_fifo", "stream": fifo.name, "depth": depth,
                       "bits": current.bits, "words_per_image": current.words_per_image})
         inner += stream_decl(fifo)
