@@ -128,12 +128,12 @@ def random_conv_network(rng: np.random.Generator):
     whole-image window -> conv MVAU on 1 x 1 pixels -> FC MVAU (the flatten) -> scores -> label
     select. Windows of any kernel and stride (rows and columns no window covers included),
     integer-input MVAUs with bipolar or INT2 weights on DSPs or LUTs, XNOR MVAUs, max-pools on
-    bits and on UINT2; returns (model, the modules the layers need)."""
+    bits or UINT2."""
     from tests.test_hls import chain_model, divisor, int_type, sorted_thresholds
 
-    h, w = int(rng.integers(9, 13)), int(rng.integers(9, 13))
+    h, w = int(rng.integers(10, 14)), int(rng.integers(10, 14))
     c = int(rng.choice([1, 2, 3]))
-    first_idt = DataType[str(rng.choice(["UINT8", "INT4", "BINARY"]))]
+    first_idt = DataType[str(rng.choice(["UINT8", "INT4"]))]
     idt, layers = first_idt, []
 
     def window(k: int, s: int, depthwise: int, simd: int):
@@ -168,14 +168,15 @@ def random_conv_network(rng: np.random.Generator):
         layers.append(("MVAU", attrs, params))
         return odt
 
-    for _ in range(CONV_BLOCKS):
-        k = int(rng.integers(1, min(h, w, 3) + 1))
-        s = int(rng.integers(1, 3)) if k > 1 else 1
+    for block in range(CONV_BLOCKS):
+        # the first as CNV's: 3 x 3 on the pixels, then a max-pool
+        k = 3 if block == 0 else int(rng.integers(1, min(h, w, 3) + 1))
+        s = 1 if block == 0 or k == 1 else int(rng.integers(1, 3))
         oh, ow = window(k, s, 0, divisor(rng, c))
         mh = int(rng.choice([2, 4, 6, 8]))
         idt = mvau(k * k * c, mh, [oh, ow])
         h, w, c = oh, ow, mh
-        if min(h, w) >= 4 and rng.random() < 0.6:
+        if min(h, w) >= 4 and (block == 0 or rng.random() < 0.5):
             k = int(rng.integers(2, 4))
             pe = divisor(rng, c)
             oh, ow = window(k, k, 1, pe)
@@ -200,7 +201,7 @@ def test_conv_layers_equal_emulator(tmp_path):
     from flow.emulate import Emulator
     from flow.rtlsim import rtlsim
 
-    rng = np.random.default_rng(14)
+    rng = np.random.default_rng(24)  # a draw with every kind below
     model = random_conv_network(rng)
     write_hardware_artifacts(model, tmp_path / "conv" / "hw", BOARD)
     emulator = Emulator(tmp_path / "conv" / "hw")
@@ -209,7 +210,11 @@ def test_conv_layers_equal_emulator(tmp_path):
     report = rtlsim(tmp_path / "conv", inputs=inputs.astype(np.int8 if idt.signed() else np.uint8), optimize=FAST_COMPILE)
     spec = json.loads((tmp_path / "conv" / "rtl" / "rtl.json").read_text())
     modules = [layer["module"] for layer in spec["layers"]]
-    assert modules.count("bnn_swg") >= CONV_BLOCKS + 1 and "bnn_maxpool" in modules
+    assert modules.count("bnn_swg") >= CONV_BLOCKS + 1
+    # (XNOR, bipolar weights of an integer layer, multipliers) of every MVAU; the max-pools' input bits
+    mvaus = {(p["XNOR"], p["WBIPOLAR"], p["RES_TYPE"]) for p in (layer["params"] for layer in spec["layers"] if layer["module"] == "bnn_mvau")}
+    pools = {layer["params"]["IBITS"] for layer in spec["layers"] if layer["module"] == "bnn_maxpool"}
+    assert {(1, 0, '"lut"'), (0, 1, '"dsp"'), (0, 1, '"lut"'), (0, 0, '"lut"')} <= mvaus and 2 in pools
     assert report["bit_exact"] and report["layers_equal"] and report["images"] == CONV_IMAGES
     # the cycle model's interval (FINN's per-layer cycles) holds for the RTL windows, MVAUs and pools
     assert report["interval_vs_model"] <= 1.0 + 1e-9, report["interval_vs_model"]
