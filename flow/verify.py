@@ -51,8 +51,8 @@ console = make_console()
 # the ladder, top down; a level that cannot run on a run directory says why (skipped_levels)
 LEVELS = ["pytorch", "qonnx", "streamlined", "hw_graph", "emulator"]
 LADDER_ELEMENTS = 40_000_000  # outputs of the largest layer per chunk of images (CNV: ~90 images)
-# the RTL level simulates the first images that fit this many cycles of the cycle model's interval
-# (each of its two runs): every test image of the MLPs (LFC: 1000 x 512), CNV's first 47 (12,544 each)
+# the RTL level simulates (with random stalls) the first images that fit this many cycles of the cycle
+# model's interval: every test image of the MLPs (LFC: 1000 x 512), CNV's first 47 (12,544 each)
 LADDER_RTL_CYCLES = 600_000
 LEVEL_TITLES = {
     "pytorch": "PyTorch (Brevitas)",
@@ -524,7 +524,7 @@ def rtl_level(run_dir: Path, images: np.ndarray, names: list[str], emulator_accu
     interval = Emulator(run_dir / "hw").cycles["initiation_interval_cycles"]
     simulated = images[: max(1, min(len(images), LADDER_RTL_CYCLES // interval))]
     try:
-        report = simulate(run_dir, inputs=simulated)
+        report = simulate(run_dir, inputs=simulated, free_run=False)  # the comparison; `make rtlsim` times it
     except UnsupportedLayer as exc:
         return {**entry, "skipped": str(exc), "layers": {name: {"compared": False} for name in names}}
     layers = {name: report["layers"].get(name, {"compared": False}) for name in names}
