@@ -146,15 +146,14 @@ def test_hls_route_when_selected(tfc_copy, no_vivado, monkeypatch, capsys):
         build_bitfile(run, run_board(run))
 
 
-def chain_run(root: Path, board_name: str, xnor: bool) -> Path:
-    """hw/ of a small chain built for ``board_name``; with xnor False its first MVAU reads 8-bit pixels (no RTL)."""
+def chain_run(root: Path, board_name: str, top_k: int = 1) -> Path:
+    """hw/ of a small chain built for ``board_name``; its label select returns ``top_k`` labels (the RTL: only 1)."""
     board = load_board(board_name)
     net = NetworkBuilder(np.random.default_rng(1), "UINT8", 16)
-    if xnor:
-        net.thresholding(pe=4, steps=1)
+    net.thresholding(pe=4, steps=1)
     net.mvau(8, simd=8, pe=2, steps=1)
     net.mvau(4, simd=8, pe=2, steps=None)
-    net.label_select(pe=1, k=1)
+    net.label_select(pe=1, k=top_k)
     write_hardware_artifacts(net.model(), root / "hw", {"board": board.name, "part": board.part,
                                                         "clock_mhz": board.clock_mhz, "dma_width_bits": board.dma_width_bits})
     return root
@@ -162,7 +161,7 @@ def chain_run(root: Path, board_name: str, xnor: bool) -> Path:
 
 def test_zynq_ultrascale_board_gets_its_processing_system(tmp_path, no_vivado):
     board = load_board("zcu104")
-    run = chain_run(tmp_path / "zcu", "zcu104", xnor=True)
+    run = chain_run(tmp_path / "zcu", "zcu104")
     build_bitfile(run, board)
     for tcl in ((run / "vivado" / "vivado.tcl").read_text(), hls_route_tcl("zcu", 128, 8, board)):
         assert f"-part {board.part}" in tcl and "-vlnv xilinx.com:ip:zynq_ultra_ps_e ps_e" in tcl and "processing_system7" not in tcl
@@ -176,16 +175,16 @@ def test_zynq_ultrascale_board_gets_its_processing_system(tmp_path, no_vivado):
 
 
 def test_design_the_rtl_does_not_cover_falls_back_unless_rtl_was_chosen(tmp_path, no_vivado, monkeypatch, capsys):
-    run = chain_run(tmp_path / "pixels", "pynq-z2", xnor=False)
+    run = chain_run(tmp_path / "top2", "pynq-z2", top_k=2)
     assert build_bitfile(run, load_board("pynq-z2")) == "hls"
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == ("vivado route hls: the RTL route does not cover this design: layer 'MVAU_0': binary_xnor is "
-                          "false (input UINT8, weights BIPOLAR): the RTL MVAU is XNOR-popcount only")
+    assert printed[0] == ("vivado route hls: the RTL route does not cover this design: layer 'LabelSelect_3': K = 2: "
+                          "the RTL label select returns the top label only (K = 1)")
     assert printed[1:] == [f"skipped {tool} {run / 'hls' / script}: {tool} is not on PATH"
                            for tool, script in (("vitis_hls", "vitis_hls.tcl"), ("vivado", "vivado.tcl"))]
     assert not (run / "vivado").exists()
     monkeypatch.setenv("VIVADO_ROUTE", "rtl")
-    with pytest.raises(FlowError, match=r"^VIVADO_ROUTE=rtl: layer 'MVAU_0': binary_xnor is false"):
+    with pytest.raises(FlowError, match=r"^VIVADO_ROUTE=rtl: layer 'LabelSelect_3': K = 2"):
         build_bitfile(run, load_board("pynq-z2"))
 
 
