@@ -90,6 +90,7 @@ def model_cache() -> Path:
 def compile_model(rtl_dir: Path, top: str, optimize: str = COMPILE_OPTIMIZE) -> tuple[Path, float]:
     """Verilate and build ``top`` with the testbench (once per source hash, see :func:`model_cache`);
     (executable, seconds; 0 when cached). ``optimize``: g++'s level for the model (OPT_FAST/OPT_SLOW)."""
+    rtl_dir = Path(rtl_dir).resolve()  # Verilator runs in rtl_dir: a relative RUN_DIR would be taken twice
     executable = model_cache() / f"{source_hash(rtl_dir, top)}{optimize}" / "rtlsim"
     if executable.exists():
         return executable, 0.0

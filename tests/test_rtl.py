@@ -195,19 +195,23 @@ def random_conv_network(rng: np.random.Generator):
     return chain_model(layers, first_idt, in_shape, [1, 1])
 
 
-def test_conv_layers_equal_emulator(tmp_path):
+def test_conv_layers_equal_emulator(tmp_path, monkeypatch):
     """Sliding windows, conv MVAUs (integer and XNOR), max-pools and the flatten of a random CNV-like
-    network in Verilator against the emulator, every layer's stream, with random stalls."""
+    network in Verilator against the emulator, every layer's stream, with random stalls. The run
+    directory is given relative and the model compiled afresh (Verilator runs in RUN_DIR/rtl)."""
     from flow.emulate import Emulator
     from flow.rtlsim import rtlsim
 
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     rng = np.random.default_rng(24)  # a draw with every kind below
     model = random_conv_network(rng)
     write_hardware_artifacts(model, tmp_path / "conv" / "hw", BOARD)
     emulator = Emulator(tmp_path / "conv" / "hw")
     idt = emulator.idt
     inputs = rng.integers(int(idt.min()), int(idt.max()) + 1, size=(CONV_IMAGES, *emulator.ishape_normal[1:]))
-    report = rtlsim(tmp_path / "conv", inputs=inputs.astype(np.int8 if idt.signed() else np.uint8), optimize=FAST_COMPILE)
+    report = rtlsim(Path("conv"), inputs=inputs.astype(np.int8 if idt.signed() else np.uint8), optimize=FAST_COMPILE)
+    assert report["compile_seconds"] > 0
     spec = json.loads((tmp_path / "conv" / "rtl" / "rtl.json").read_text())
     modules = [layer["module"] for layer in spec["layers"]]
     assert modules.count("bnn_swg") >= CONV_BLOCKS + 1
