@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flow.train import TrainConfig, atomic_write_text, clip_latent_weights, train
+from flow.train import TrainConfig, adam, atomic_write_text, clip_latent_weights, train
 
 from flow.quant import QUANTIZERS as REGISTRY
 
@@ -350,7 +350,7 @@ def _fixed_terms_quantizers(n: int):
 
 def _epoch_seconds(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 100) -> float:
     """One training epoch exactly as flow.train runs it (forward, loss, backward, Adam, clip)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = adam(model.parameters(), lr=1e-3)
     model.train()
     start = time.perf_counter()
     for begin in range(0, len(images), batch_size):

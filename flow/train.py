@@ -150,6 +150,13 @@ def clip_latent_weights(model: torch.nn.Module) -> None:
                 module.weight.clamp_(-1.0, 1.0)
 
 
+def adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """The training's optimizer. Fused: the default (foreach) step's sqrt is ~8x slower on exact
+    zeros on CPU, and a surrogate gradient with a narrow support (fourier at large n) leaves most
+    weights' second moments at exactly 0 (measured: SFC epochs 15 % slower at n = 50)."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+
+
 def parameter_groups(model: torch.nn.Module, lr: float) -> list[dict]:
     """The network's parameters at ``lr``; the error fits' and clip thresholds' at scaled-down rates.
 
@@ -310,7 +317,7 @@ def _train(out_dir: Path, config: TrainConfig, device: torch.device, distributed
         load_model_state(model, checkpoint, checkpoint_path)
         history = checkpoint["history"]
     model.to(device)
-    optimizer = torch.optim.Adam(parameter_groups(model, config.lr), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = adam(parameter_groups(model, config.lr), config.lr, config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
