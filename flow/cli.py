@@ -53,6 +53,7 @@ def main(debug) -> None:
       verify  -> OUT/report/verification.json (PyTorch = QONNX = FINN = emulator, per layer)
       rtlsim  -> OUT/rtl/ (SystemVerilog), OUT/report/rtlsim.json (Verilator == emulator, cycles)
       synth   -> OUT/report/synth_resources.json (Yosys synth_xilinx per layer vs FINN's estimate)
+      netlist -> OUT/netlist/, OUT/report/netlist.json (Yosys netlist in Verilator == RTL, cycle by cycle)
       deploy  -> OUT/deploy/, OUT/deploy.tar.gz (the board package; also written by build)
     """
     if debug:
@@ -271,6 +272,17 @@ def synth(run_dir):
     from flow.synth import synth as run_synth
 
     run_synth(run_dir)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
+@click.option("--images", type=click.IntRange(min=1), default=3, show_default=True, help="Test images to run through both.")
+@dataset_option
+def netlist(run_dir, images, dataset):
+    """Yosys netlist of RUN_DIR/rtl in Verilator vs the RTL, cycle by cycle at the top's ports; exit 1 unless equal."""
+    from flow.netlist import netlist as run_netlist
+
+    run_netlist(run_dir, images, dataset=dataset)
 
 
 @main.command()

@@ -73,9 +73,14 @@ def verilator_command() -> tuple[list[str], dict]:
     return command, env
 
 
-def source_hash(rtl_dir: Path, top: str) -> str:
+def rtl_sources(rtl_dir: Path, top: str) -> list[Path]:
+    """The generated RTL's files, in the order Verilator and Yosys read them."""
+    return [*(rtl_dir / m for m in MODULES), rtl_dir / f"{top}.sv"]
+
+
+def source_hash(sources: list[Path]) -> str:
     digest = hashlib.sha256()
-    for path in [*(rtl_dir / m for m in MODULES), rtl_dir / f"{top}.sv", TESTBENCH]:
+    for path in [*sources, TESTBENCH]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -87,10 +92,13 @@ def model_cache() -> Path:
     return root / "bnn-flow" / "rtlsim"
 
 
-def compile_model(rtl_dir: Path, top: str, optimize: str = COMPILE_OPTIMIZE) -> tuple[Path, float]:
+def compile_model(rtl_dir: Path, top: str, optimize: str = COMPILE_OPTIMIZE,
+                  sources: list[Path] | None = None) -> tuple[Path, float]:
     """Verilate and build ``top`` with the testbench (once per source hash, see :func:`model_cache`);
-    (executable, seconds; 0 when cached). ``optimize``: g++'s level for the model (OPT_FAST/OPT_SLOW)."""
-    executable = model_cache() / f"{source_hash(rtl_dir, top)}{optimize}" / "rtlsim"
+    (executable, seconds; 0 when cached). ``optimize``: g++'s level for the model (OPT_FAST/OPT_SLOW).
+    ``sources``: other files than the generated RTL's (flow.netlist: a netlist and its cell models)."""
+    sources = sources or rtl_sources(rtl_dir, top)
+    executable = model_cache() / f"{source_hash(sources)}{optimize}" / "rtlsim"
     if executable.exists():
         return executable, 0.0
     command, env = verilator_command()
@@ -103,7 +111,7 @@ def compile_model(rtl_dir: Path, top: str, optimize: str = COMPILE_OPTIMIZE) -> 
             "-CFLAGS", f"-DTOP_HEADER='\"V{top}.h\"' -DTOP_CLASS=V{top}", "-Mdir", str(obj),
             # the PyPI wheel's verilated.mk was configured without g++'s flag for reading a precompiled header
             "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-MAKEFLAGS", f"OPT_FAST={optimize}", "-MAKEFLAGS", f"OPT_SLOW={optimize}",
-            "-o", "rtlsim", str(TESTBENCH), *(str(rtl_dir / m) for m in MODULES), str(rtl_dir / f"{top}.sv"),
+            "-o", "rtlsim", str(TESTBENCH), *(str(path) for path in sources),
         ]
         start = time.time()
         result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=rtl_dir)
@@ -159,7 +167,9 @@ def run_model(executable: Path, spec: dict, rtl_dir: Path, packed: np.ndarray, s
         deadlock = {spec["streams"][int(r[1])]["name"]: {"valid": int(r[2]), "ready": int(r[3]), "blocked_cycles": int(r[4])}
                     for r in rows}
     return {"outputs": outputs, "traces": traces, "starts": starts, "ends": ends, "fifos": fifos,
-            "cycles": values["cycles"], "seconds": seconds, "deadlock": deadlock}
+            "cycles": values["cycles"], "seconds": seconds, "deadlock": deadlock,
+            "in_cycles": np.fromfile(work / "in_cycles.bin", dtype="<u8"),
+            "out_cycles": np.fromfile(work / "out_cycles.bin", dtype="<u8")}
 
 
 def stream_values(trace: np.ndarray, stream: dict, trace_bits: int, images: int, dtype_name: str) -> np.ndarray:
@@ -241,19 +251,19 @@ def interval(run: dict) -> float:
     return float(ends[-1] - ends[half - 1]) / (len(ends) - half) if half >= 1 else float(ends[1] - ends[0])
 
 
-def simulate(run_dir: Path, images: int | None = None, inputs: np.ndarray | None = None,
-             optimize: str = COMPILE_OPTIMIZE, dataset: str | None = None) -> dict:
-    """Simulate RUN_DIR's RTL on its test set (``dataset``: another one), or on ``inputs`` (N x
-    features integers: then only RUN_DIR/hw is read, as the emulator does); write and return the
-    report (``bit_exact``, per-layer comparison). A deadlock raises FlowError.
-    ``optimize``: g++'s level for the model (-O0 compiles a many-layer test design several times faster)."""
+def deadlock_bound(cycle_model: dict, spec: dict) -> int:
+    """No output for this many cycles is a deadlock: ten times the slowest image's work plus the I/O words, at full stall."""
+    per_image = int(cycle_model["latency_cycles"]) + spec["in_axis_words"] + spec["out_axis_words"]
+    return 10 * per_image + 10_000
+
+
+def packed_inputs(run_dir: Path, images: int | None, inputs: np.ndarray | None, dataset: str | None):
+    """The RTL's description and the first ``images`` test images (``inputs``: these instead), packed
+    as the driver does: (spec, dataset name, test set, chosen images, packed bytes, one row per image)."""
     from flow.artifacts import images_in_stream_order
-    from flow.csim import emulator_outputs
     from flow.data import load
     from flow.driver.packing import IOShapes, pack_images
-    from flow.emulate import Emulator
 
-    run_dir = Path(run_dir)
     hw_dir = run_dir / "hw"
     if inputs is None:
         from flow.inputs import run_dataset
@@ -264,22 +274,34 @@ def simulate(run_dir: Path, images: int | None = None, inputs: np.ndarray | None
     if images is not None and images < 1:
         raise FlowError(f"images must be at least 1, not {images}")
     spec = ensure_rtl(run_dir)
-    rtl_dir = run_dir / "rtl"
-    top = spec["top"]
     dataset, test_set = ("given inputs", inputs) if inputs is not None else (dataset, load(dataset).test_images)
     chosen = test_set[:images]
     ordered = images_in_stream_order(chosen, hw_dir)
     description = json.loads((hw_dir / "accelerator.json").read_text())
     packed = pack_images(ordered, IOShapes.from_dict(description["io_shape_dict"])).reshape(len(chosen), -1)
     if packed.shape[1] != spec["in_bytes"]:
-        raise FlowError(f"{rtl_dir / 'rtl.json'}: {spec['in_bytes']} input bytes per image, the packed test set has {packed.shape[1]}")
-    emulator = Emulator(hw_dir)
+        raise FlowError(f"{run_dir / 'rtl' / 'rtl.json'}: {spec['in_bytes']} input bytes per image, the packed test set has {packed.shape[1]}")
+    return spec, dataset, test_set, chosen, packed
+
+
+def simulate(run_dir: Path, images: int | None = None, inputs: np.ndarray | None = None,
+             optimize: str = COMPILE_OPTIMIZE, dataset: str | None = None) -> dict:
+    """Simulate RUN_DIR's RTL on its test set (``dataset``: another one), or on ``inputs`` (N x
+    features integers: then only RUN_DIR/hw is read, as the emulator does); write and return the
+    report (``bit_exact``, per-layer comparison). A deadlock raises FlowError.
+    ``optimize``: g++'s level for the model (-O0 compiles a many-layer test design several times faster)."""
+    from flow.csim import emulator_outputs
+    from flow.emulate import Emulator
+
+    run_dir = Path(run_dir)
+    spec, dataset, test_set, chosen, packed = packed_inputs(run_dir, images, inputs, dataset)
+    rtl_dir = run_dir / "rtl"
+    top = spec["top"]
+    emulator = Emulator(run_dir / "hw")
     model = emulator.cycles
     expected = emulator_outputs(run_dir, packed)
     executable, compile_s = compile_model(rtl_dir, top, optimize)
-    # no output for this long is a deadlock: ten times the slowest image's work plus the I/O words, at full stall
-    per_image = int(model["latency_cycles"]) + spec["in_axis_words"] + spec["out_axis_words"]
-    bound = 10 * per_image + 10_000
+    bound = deadlock_bound(model, spec)
     with tempfile.TemporaryDirectory(prefix="rtlsim-") as tmp:
         checked = run_model(executable, spec, rtl_dir, packed, STALL, bound, Path(tmp) / "stalled")
         free = None if checked["deadlock"] else run_model(executable, spec, rtl_dir, packed, 0.0, bound, Path(tmp) / "free")
