@@ -141,8 +141,10 @@ def run_model(executable: Path, spec: dict, rtl_dir: Path, packed: np.ndarray, s
     result = subprocess.run(args, capture_output=True, text=True, cwd=rtl_dir)  # $readmemh paths are relative
     seconds = time.time() - start
     if result.returncode not in (0, 3):
-        message = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        raise FlowError(f"the RTL simulation of {spec['top']} failed (exit {result.returncode}): {message[-1] if message else ''}")
+        lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        # a $fatal / $error names its instance on the first %Fatal / %Error line; else the last line says most
+        reported = [line.strip() for line in lines if "%Fatal" in line or "%Error" in line] or lines[-1:] or [""]
+        raise FlowError(f"the RTL simulation of {spec['top']} failed (exit {result.returncode}): {reported[0]}")
     stats = (work / "stats.txt").read_text().split("\n")
     values = {line.split()[0]: int(line.split()[1]) for line in stats if line.split() and line.split()[0] in ("cycles", "sent", "received")}
     starts = np.zeros(images, dtype=np.int64)

@@ -76,7 +76,7 @@ module xilinx_sim_bram #(
         return width inside {0, 1, 2, 4, 9, 18} || (width == 36 && DW == 32);
     endfunction
 
-    initial begin
+    initial begin : mode_check  // named: a $fatal message names TOP...<instance>.bram.mode_check
         string problem;
         problem = UNSUPPORTED;
         if (problem == "" && !(RAM_MODE inside {"TDP", "SDP"})) problem = $sformatf("RAM_MODE = %s", RAM_MODE);
@@ -100,7 +100,7 @@ module xilinx_sim_bram #(
             problem = $sformatf("WRITE_MODE_A/B = %s/%s", WRITE_MODE_A, WRITE_MODE_B);
         if (problem == "" && !(DOA_REG inside {0, 1} && DOB_REG inside {0, 1}))
             problem = $sformatf("DOA_REG/DOB_REG = %0d/%0d", DOA_REG, DOB_REG);
-        if (problem != "") $fatal(1, "%m: block RAM mode not modelled: %s (hls_templates/rtl/xilinx_sim)", problem);
+        if (problem != "") $fatal(1, "block RAM mode not modelled: %s (hls_templates/rtl/xilinx_sim)", problem);
     end
 
     logic [8:0] mem [UNITS];
@@ -218,7 +218,7 @@ module xilinx_sim_bram #(
         else if (SDP ? regcea : regceb) out_b <= latch_b;
     end
 
-    always @(posedge clkb) if (write_b && clk != 1'b1) $fatal(1, "%m: port B written on a clock of its own (not modelled)");
+    always @(posedge clkb) if (write_b && clk != 1'b1) $fatal(1, "block RAM port B written on a clock of its own (not modelled)");
 
     assign {dopa, doa} = DOA_REG ? out_a : latch_a;
     assign {dopb, dob} = DOB_REG ? out_b : latch_b;
