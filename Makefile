@@ -20,10 +20,11 @@ OUT        ?= build/$(MODEL)-$(QUANT)-$(DATASET)
 HLS_BACKEND ?= bnn
 export HLS_BACKEND
 IMAGES     ?=
+NETLIST    ?=
 COMPARE_JOBS ?= 1
 BOARD_PYTHON ?= python3
 
-.PHONY: install train compare export build csim emulate verify rtlsim synth bench check-board test test-slow clean help
+.PHONY: install train compare export build csim emulate verify rtlsim synth netlist bench check-board test test-slow clean help
 
 # `make help`: every target and variable (OUT may contain spaces: it is quoted in every recipe)
 help:
@@ -34,6 +35,7 @@ help:
 	@echo "  make csim                 g++ C simulation of OUT/hls, bit for bit against the emulator"
 	@echo "  make rtlsim               the RTL (OUT/rtl) in Verilator under random stalls, == emulator; cycles, FIFOs"
 	@echo "  make synth                Yosys synth_xilinx of the RTL: LUT/FF/BRAM/DSP per layer vs FINN and the board"
+	@echo "  make netlist              Yosys' netlist of the RTL in Verilator == the RTL, cycle by cycle (IMAGES, default 3)"
 	@echo "  make check-board          on the PYNQ board: OUT/deploy/check.py --backend pynq (docs/board.md)"
 	@echo "  make bench                emulator speed vs QONNX/FINN/Brevitas/GEMM -> docs/benchmarks.md"
 	@echo "  make compare              all quantizers x 5 seeds, SFC + CNV, 95 % CIs, paired p-values -> docs/quantizers.md"
@@ -57,6 +59,7 @@ help:
 	@printf "  %-34s %s\n" "MAX_UTILIZATION=$(MAX_UTILIZATION)" "part of the board's LUT/BRAM/DSP the accelerator may use"
 	@printf "  %-34s %s\n" "HLS_BACKEND=$(HLS_BACKEND)" "bnn: our hls_templates kernels | finn: FINN's finn-hlslib route (Vitis HLS + Vivado)"
 	@printf "  %-34s %s\n" "IMAGES=N" "verify, csim, rtlsim: only the first N test images"
+	@printf "  %-34s %s\n" "NETLIST=1" "verify: one more level after the RTL, its Yosys netlist"
 	@printf "  %-34s %s\n" "OUT=$(OUT)" "the run directory (default build/MODEL-QUANT-DATASET)"
 	@printf "  %-34s %s\n" "DATA_DIR=dir" "where datasets are downloaded (environment; default ~/.cache/bnn-flow)"
 	@printf "  %-34s %s\n" "BENCH_RUNS='dir ...'" "bench: the built runs to measure"
@@ -122,7 +125,7 @@ emulate: $(VENV)/.installed
 
 # the ladder PyTorch -> QONNX -> streamlined -> HW layers -> emulator, per layer (IMAGES=N: fewer test images)
 verify: $(VENV)/.installed
-	$(PY) -m flow verify '$(OUT)' $(if $(IMAGES),--images $(IMAGES))
+	$(PY) -m flow verify '$(OUT)' $(if $(IMAGES),--images $(IMAGES)) $(if $(NETLIST),--netlist)
 
 # the generated RTL (OUT/rtl): Verilator against the emulator; Yosys synth_xilinx for the board's family
 rtlsim: $(VENV)/.installed
@@ -130,6 +133,9 @@ rtlsim: $(VENV)/.installed
 
 synth: $(VENV)/.installed
 	$(PY) -m flow synth '$(OUT)'
+
+netlist: $(VENV)/.installed
+	$(PY) -m flow netlist '$(OUT)' $(if $(IMAGES),--images $(IMAGES))
 
 # emulator vs QONNX / FINN / Brevitas / a GEMM chain on built runs -> docs/benchmarks.md
 BENCH_RUNS ?= $(foreach m,tfc sfc lfc,build/$(m)-$(QUANT)-$(DATASET))

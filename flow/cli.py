@@ -199,14 +199,15 @@ def emulate(run_dir, as_json, dataset):
 @click.option("--images", "num_images", type=click.IntRange(min=1), default=None,
               help="Test images to run [default: the whole test set].")
 @dataset_option
-def verify(run_dir, num_images, dataset):
+@click.option("--netlist", is_flag=True, help="One more level after the RTL: its Yosys netlist (python -m flow netlist).")
+def verify(run_dir, num_images, dataset, netlist):
     """The ladder PyTorch -> QONNX -> streamlined -> HW layers -> emulator; exit 1 on any disagreement.
 
     A model trained elsewhere (no RUN_DIR/checkpoint.pt) starts at its QONNX."""
     from flow.verify import verify as run_verify
 
     with run_directory(run_dir):
-        agree = run_verify(run_dir, num_images, dataset=dataset)["agree"]
+        agree = run_verify(run_dir, num_images, dataset=dataset, netlist=netlist)["agree"]
     if not agree:
         sys.exit(1)
 

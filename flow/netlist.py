@@ -192,6 +192,8 @@ def compare(run_dir: Path, images: int | None = DEFAULT_IMAGES, inputs: np.ndarr
         except FlowError as exc:  # a primitive's model refused its mode: the one line it printed
             raise FlowError(str(exc).replace("the RTL simulation", "the netlist simulation")) from None
     difference = first_difference(rtl, net, spec["out_axis_bits"] // 8)
+    done = min(len(rtl["outputs"]), len(net["outputs"]))
+    mismatched = int((rtl["outputs"][:done] != net["outputs"][:done]).any(axis=1).sum()) + len(rtl["outputs"]) - done
     outputs_complete = net["outputs"].shape == expected.shape
     report = {
         "top": top,
@@ -203,6 +205,7 @@ def compare(run_dir: Path, images: int | None = DEFAULT_IMAGES, inputs: np.ndarr
         "cycles_compared": int(max(rtl["cycles"], net["cycles"])),
         "transfers_compared": {"s_axis_0": int(len(rtl["in_cycles"])), "m_axis_0": int(len(rtl["out_cycles"]))},
         "first_difference": difference,
+        "mismatched_images": mismatched,
         "netlist_outputs_equal_emulator": bool(outputs_complete and (net["outputs"] == expected).all()),
         "netlist_output_words": int(len(net["out_cycles"])),
         "netlist_stalled": net["deadlock"] is not None,
