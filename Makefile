@@ -19,12 +19,16 @@ OUT        ?= build/$(MODEL)-$(QUANT)-$(DATASET)
 # bnn: our hls_templates kernels (C-simulated here); finn: FINN's finn-hlslib route (needs Vitis HLS + Vivado)
 HLS_BACKEND ?= bnn
 export HLS_BACKEND
+# the bitfile's route (when vivado is on PATH): rtl (the generated RTL, no Vitis HLS) | hls (our HLS top via Vitis HLS);
+# empty: rtl where the RTL covers the design, else hls (docs/rtl.md, "Vivado from RTL")
+VIVADO_ROUTE ?=
+export VIVADO_ROUTE
 IMAGES     ?=
 NETLIST    ?=
 COMPARE_JOBS ?= 1
 BOARD_PYTHON ?= python3
 
-.PHONY: install train compare export build csim emulate verify rtlsim synth netlist bench check-board test test-slow clean help
+.PHONY: install train compare export build csim emulate verify rtlsim synth netlist vivado bench check-board test test-slow clean help
 
 # `make help`: every target and variable (OUT may contain spaces: it is quoted in every recipe)
 help:
@@ -36,6 +40,7 @@ help:
 	@echo "  make rtlsim               the RTL (OUT/rtl) in Verilator under random stalls, == emulator; cycles, FIFOs"
 	@echo "  make synth                Yosys synth_xilinx of the RTL: LUT/FF/BRAM/DSP per layer vs FINN and the board"
 	@echo "  make netlist              Yosys' netlist of the RTL in Verilator == the RTL, cycle by cycle (IMAGES, default 3)"
+	@echo "  make vivado               OUT/vivado/vivado.tcl again (block design on the RTL) and, with vivado on PATH, the bitfile"
 	@echo "  make check-board          on the PYNQ board: OUT/deploy/check.py --backend pynq (docs/board.md)"
 	@echo "  make bench                emulator speed vs QONNX/FINN/Brevitas/GEMM -> docs/benchmarks.md"
 	@echo "  make compare              all quantizers x 5 seeds, SFC + CNV, 95 % CIs, paired p-values -> docs/quantizers.md"
@@ -58,6 +63,7 @@ help:
 	@printf "  %-34s %s\n" "TARGET_FPS=N" "throughput target (default: the fastest folding that fits)"
 	@printf "  %-34s %s\n" "MAX_UTILIZATION=$(MAX_UTILIZATION)" "part of the board's LUT/BRAM/DSP the accelerator may use"
 	@printf "  %-34s %s\n" "HLS_BACKEND=$(HLS_BACKEND)" "bnn: our hls_templates kernels | finn: FINN's finn-hlslib route (Vitis HLS + Vivado)"
+	@printf "  %-34s %s\n" "VIVADO_ROUTE=$(VIVADO_ROUTE)" "rtl: the generated RTL (no Vitis HLS) | hls: our HLS top | empty: rtl where it covers the design"
 	@printf "  %-34s %s\n" "IMAGES=N" "verify, csim, rtlsim: only the first N test images"
 	@printf "  %-34s %s\n" "NETLIST=1" "verify: one more level after the RTL, its Yosys netlist"
 	@printf "  %-34s %s\n" "OUT=$(OUT)" "the run directory (default build/MODEL-QUANT-DATASET)"
@@ -136,6 +142,10 @@ synth: $(VENV)/.installed
 
 netlist: $(VENV)/.installed
 	$(PY) -m flow netlist '$(OUT)' $(if $(IMAGES),--images $(IMAGES))
+
+# the PYNQ block design around the generated RTL (OUT/vivado/vivado.tcl); Vivado runs it where it is on PATH
+vivado: $(VENV)/.installed
+	$(PY) -m flow vivado '$(OUT)'
 
 # emulator vs QONNX / FINN / Brevitas / a GEMM chain on built runs -> docs/benchmarks.md
 BENCH_RUNS ?= $(foreach m,tfc sfc lfc,build/$(m)-$(QUANT)-$(DATASET))

@@ -41,6 +41,7 @@ from flow.hls import hls_backend, step_generate_hls
 from flow.inputs import check_input_contract, trained_dataset
 from flow.rundir import BUILD_MARKER, DEPLOY_STEP, keep_inputs, start_build
 from flow.terminal import make_console
+from flow.vivado import build_bitfile
 
 console = make_console()
 
@@ -405,9 +406,10 @@ def step_generate_estimate_reports(model, cfg: BuildConfig):
 
 
 def step_vendor_synthesis(model, cfg: BuildConfig):
-    """HLS IP generation, stitched IP and bitfile: FINN's own steps, with Vivado + Vitis HLS."""
+    """The bitfile: Vivado on the generated RTL or on our HLS top (flow.vivado, VIVADO_ROUTE), or
+    with HLS_BACKEND=finn FINN's own steps (HLS IP, stitched IP, bitfile; Vivado + Vitis HLS)."""
     if hls_backend() != "finn":
-        console.print("[yellow]skipped[/] step_vendor_synthesis: HLS_BACKEND=bnn, the bitfile comes from hls/ (step_generate_hls)")
+        build_bitfile(cfg.output_dir, cfg.board)
         return model
     missing = [tool for tool in ("vitis_hls", "vivado") if shutil.which(tool) is None]
     if missing:

@@ -257,6 +257,17 @@ def rtl(run_dir):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
+def vivado(run_dir):
+    """The bitfile again: RUN_DIR/vivado/vivado.tcl (the RTL route; VIVADO_ROUTE=hls: hls/), run where vivado is on PATH."""
+    from flow.vivado import vivado as run_vivado
+
+    with run_directory(run_dir):
+        route = run_vivado(run_dir)
+    click.echo(f"route {route}: {run_dir / ('vivado' if route == 'rtl' else 'hls') / 'vivado.tcl'}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
 @click.option("--images", type=click.IntRange(min=1), default=None, help="Simulate only the first N test images [default: all].")
 @dataset_option
 def rtlsim(run_dir, images, dataset):

@@ -135,7 +135,7 @@ def run_model(executable: Path, spec: dict, rtl_dir: Path, packed: np.ndarray, s
     args = [
         str(executable), str(input_path), str(work), str(images), str(spec["in_axis_words"]), str(spec["in_axis_bits"] // 8),
         str(spec["out_axis_words"]), str(spec["out_axis_bits"] // 8), str(stall), str(stall), str(SEED), str(bound),
-        f"{spec['trace_bits']}/{len(spec['streams'])}",
+        ",".join(f"{stream['bits']}:{stream['words_per_image']}" for stream in spec["streams"]),
     ]
     start = time.time()
     result = subprocess.run(args, capture_output=True, text=True, cwd=rtl_dir)  # $readmemh paths are relative
@@ -174,11 +174,11 @@ def run_model(executable: Path, spec: dict, rtl_dir: Path, packed: np.ndarray, s
             "out_cycles": np.fromfile(work / "out_cycles.bin", dtype="<u8")}
 
 
-def stream_values(trace: np.ndarray, stream: dict, trace_bits: int, images: int, dtype_name: str) -> np.ndarray:
-    """A traced stream's words -> images x elements integers in FINN's value convention."""
+def stream_values(trace: np.ndarray, stream: dict, images: int, dtype_name: str) -> np.ndarray:
+    """A traced stream's words (ceil(bits / 8) bytes each) -> images x elements integers in FINN's value convention."""
     from qonnx.core.datatype import DataType
 
-    word_bytes = -(-trace_bits // 8)
+    word_bytes = -(-stream["bits"] // 8)
     words = trace.reshape(-1, word_bytes)
     bits = np.unpackbits(words, axis=1, bitorder="little")[:, : stream["bits"]]
     per_image = stream["words_per_image"] * stream["bits"]
@@ -202,7 +202,7 @@ def layer_comparison(spec: dict, run: dict, images: np.ndarray, emulator) -> dic
     layers = {}
     for layer in spec["layers"]:
         stream = streams[layer["output_stream"]]
-        actual = stream_values(run["traces"][stream["name"]], stream, spec["trace_bits"], len(images), layer["output_dtype"])
+        actual = stream_values(run["traces"][stream["name"]], stream, len(images), layer["output_dtype"])
         reference = expected[layer["name"]].astype(np.int64)
         entry = {"compared": True, "mismatched_images": 0, "first_difference": None}
         if actual.shape != reference.shape:
@@ -287,11 +287,13 @@ def packed_inputs(run_dir: Path, images: int | None, inputs: np.ndarray | None, 
 
 
 def simulate(run_dir: Path, images: int | None = None, inputs: np.ndarray | None = None,
-             optimize: str = COMPILE_OPTIMIZE, dataset: str | None = None) -> dict:
+             optimize: str = COMPILE_OPTIMIZE, dataset: str | None = None, free_run: bool = True) -> dict:
     """Simulate RUN_DIR's RTL on its test set (``dataset``: another one), or on ``inputs`` (N x
     features integers: then only RUN_DIR/hw is read, as the emulator does); write and return the
     report (``bit_exact``, per-layer comparison). A deadlock raises FlowError.
-    ``optimize``: g++'s level for the model (-O0 compiles a many-layer test design several times faster)."""
+    ``optimize``: g++'s level for the model (-O0 compiles a many-layer test design several times faster).
+    ``free_run`` False: only the run with stalls, which then also gives the timing (the ladder's use:
+    it needs the comparison, and a CNV image is 12,544 cycles)."""
     from flow.csim import emulator_outputs
     from flow.emulate import Emulator
 
@@ -306,20 +308,21 @@ def simulate(run_dir: Path, images: int | None = None, inputs: np.ndarray | None
     bound = deadlock_bound(model, spec)
     with tempfile.TemporaryDirectory(prefix="rtlsim-") as tmp:
         checked = run_model(executable, spec, rtl_dir, packed, STALL, bound, Path(tmp) / "stalled")
-        free = None if checked["deadlock"] else run_model(executable, spec, rtl_dir, packed, 0.0, bound, Path(tmp) / "free")
+        free = None if checked["deadlock"] or not free_run else run_model(executable, spec, rtl_dir, packed, 0.0, bound, Path(tmp) / "free")
     if checked["deadlock"]:
         done = len(checked["outputs"])
         raise FlowError(f"deadlock in {top}: no output word for {bound} cycles after {done} of {len(chosen)} images; "
                         + stalled_stream(spec, checked["deadlock"]))
     mismatches = {}
-    for label, run in (("with random stalls", checked), ("without stalls", free)):
+    for label, run in (("with random stalls", checked), ("without stalls", free)) if free else (("with random stalls", checked),):
         rows = np.flatnonzero((run["outputs"] != expected).any(axis=1)) if run["outputs"].shape == expected.shape else [0]
         if len(rows):
             mismatches[label] = rows
     # every layer's output stream against the emulator's layer outputs: names the first that differs
     layers = layer_comparison(spec, checked, chosen, emulator)
     layer_difference = first_layer_difference(layers)
-    measured = interval(free)
+    timed = free or checked
+    measured = interval(timed)
     fifo_names = {f["id"]: f for f in spec["fifos"]}
     report = {
         "top": top,
@@ -334,18 +337,19 @@ def simulate(run_dir: Path, images: int | None = None, inputs: np.ndarray | None
         "compile_seconds": round(compile_s, 2),
         "stalled_run": {"cycles": checked["cycles"], "seconds": round(checked["seconds"], 2),
                         "cycles_per_second": round(checked["cycles"] / checked["seconds"])},
-        "free_run": {"cycles": free["cycles"], "seconds": round(free["seconds"], 2),
-                     "cycles_per_second": round(free["cycles"] / free["seconds"])},
+        "free_run": {"cycles": timed["cycles"], "seconds": round(timed["seconds"], 2),
+                     "cycles_per_second": round(timed["cycles"] / timed["seconds"])} if free else None,
+        "timed_run": "without stalls" if free else "with random stalls",
         "interval_cycles": round(measured, 2),
         "cycle_model_interval_cycles": model["initiation_interval_cycles"],
         "interval_vs_model": round(measured / model["initiation_interval_cycles"], 4),
         "within_tolerance": abs(measured / model["initiation_interval_cycles"] - 1) <= INTERVAL_TOLERANCE,
-        "first_image_latency_cycles": int(free["ends"][0] - free["starts"][0]),
+        "first_image_latency_cycles": int(timed["ends"][0] - timed["starts"][0]),
         "cycle_model_latency_cycles": model["latency_cycles"],
         "clock_mhz": spec["clock_mhz"],
         "fifos": [{"name": fifo_names[i]["name"], "depth": fifo_names[i]["depth"], "bits": fifo_names[i]["bits"],
                    "max_occupancy": occupancy} for i, occupancy in sorted(checked["fifos"].items())],
-        "free_run_fifos": {fifo_names[i]["name"]: occupancy for i, occupancy in sorted(free["fifos"].items())},
+        "free_run_fifos": {fifo_names[i]["name"]: occupancy for i, occupancy in sorted(timed["fifos"].items())} if free else None,
         "deadlock_bound_cycles": bound,
         "layers": layers,
     }

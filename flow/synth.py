@@ -153,7 +153,7 @@ def synth(run_dir: Path) -> dict:
         finn = estimates.get(layer["name"], {})
         row = {"layer": layer["name"], "module": layer["module"], "yosys": unit_counts, "fifo_and_dwc": streams,
                "finn_estimate": {k: finn[k] for k in ("LUT", "BRAM_18K", "DSP") if k in finn}}
-        if layer["module"] == "bnn_mvau_xnor":
+        if layer["module"] == "bnn_mvau":
             row["weight_rom"] = layer["params"]["RAM_STYLE"].strip('"')
         layers.append(row)
     total = count(flattened_cells(modules, module_named(modules, spec["top"])))

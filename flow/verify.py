@@ -51,6 +51,9 @@ console = make_console()
 # the ladder, top down; a level that cannot run on a run directory says why (skipped_levels)
 LEVELS = ["pytorch", "qonnx", "streamlined", "hw_graph", "emulator"]
 LADDER_ELEMENTS = 40_000_000  # outputs of the largest layer per chunk of images (CNV: ~90 images)
+# the RTL level simulates (with random stalls) the first images that fit this many cycles of the cycle
+# model's interval: every test image of the MLPs (LFC: 1000 x 512), CNV's first 47 (12,544 each)
+LADDER_RTL_CYCLES = 600_000
 LEVEL_TITLES = {
     "pytorch": "PyTorch (Brevitas)",
     "qonnx": "QONNX",
@@ -514,24 +517,28 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
 
 
 def rtl_level(run_dir: Path, images: np.ndarray, names: list[str], emulator_accuracy: float) -> dict:
-    """The generated RTL in Verilator (flow.rtlsim) on the same images, per layer against the emulator.
+    """The generated RTL in Verilator (flow.rtlsim) on the first images (as many as LADDER_RTL_CYCLES
+    allows: a cycle-by-cycle simulation is far slower than the emulator), per layer against the emulator.
 
-    A design the RTL does not cover (a convolutional network) gets the level without
-    comparisons and the reason."""
+    A layer the RTL does not implement gets the level without comparisons and the reason."""
+    from flow.emulate import Emulator
     from flow.rtl import UnsupportedLayer
     from flow.rtlsim import simulate
 
     entry = {"level": "rtl", "title": LEVEL_TITLES["rtl"], "compared_with": "emulator"}
+    interval = Emulator(run_dir / "hw").cycles["initiation_interval_cycles"]
+    simulated = images[: max(1, min(len(images), LADDER_RTL_CYCLES // interval))]
     try:
-        report = simulate(run_dir, inputs=images)
+        report = simulate(run_dir, inputs=simulated, free_run=False)  # the comparison; `make rtlsim` times it
     except UnsupportedLayer as exc:
         return {**entry, "skipped": str(exc), "layers": {name: {"compared": False} for name in names}}
     layers = {name: report["layers"].get(name, {"compared": False}) for name in names}
     diverging = [name for name in names if layers[name].get("mismatched_images")]
-    if report["bit_exact"]:  # every output byte equals the emulator's: so do its predictions
+    if report["bit_exact"] and len(simulated) == len(images):  # every output byte equals the emulator's: so do its predictions
         entry["accuracy"] = emulator_accuracy
     return {
         **entry,
+        "images": len(simulated),
         "agrees": report["bit_exact"],
         "layers": layers,
         "first_diverging_layer": diverging[0] if diverging else None,
@@ -541,15 +548,15 @@ def rtl_level(run_dir: Path, images: np.ndarray, names: list[str], emulator_accu
 
 
 def netlist_level(run_dir: Path, images: np.ndarray, names: list[str], rtl: dict) -> dict:
-    """The RTL's Yosys netlist in Verilator (flow.netlist) on the same images, against the RTL at the top's
-    ports: every transfer's cycle and the output bytes; the last layer's row counts the images that differ."""
+    """The RTL's Yosys netlist in Verilator (flow.netlist) on the images the RTL level ran, against the RTL at
+    the top's ports: every transfer's cycle and the output bytes; the last layer's row counts the images that differ."""
     from flow.netlist import compare, describe
 
     entry = {"level": "netlist", "title": LEVEL_TITLES["netlist"], "compared_with": "rtl"}
     layers = {name: {"compared": False} for name in names}
     if "skipped" in rtl:
         return {**entry, "skipped": f"no RTL to synthesize ({rtl['skipped']})", "layers": layers}
-    report = compare(run_dir, images=None, inputs=images)
+    report = compare(run_dir, images=None, inputs=images[: rtl["images"]])
     difference = report["first_difference"]
     layers[names[-1]] = {"compared": True, "mismatched_images": report["mismatched_images"],
                          "first_difference": describe(difference) if difference else None}
@@ -557,6 +564,7 @@ def netlist_level(run_dir: Path, images: np.ndarray, names: list[str], rtl: dict
         entry["accuracy"] = rtl["accuracy"]
     return {
         **entry,
+        "images": report["images"],
         "agrees": report["equal"],
         "layers": layers,
         "first_diverging_layer": names[-1] if not report["equal"] else None,
@@ -604,4 +612,7 @@ def print_report(report: dict) -> None:
             console.print(f"  {level['diagnosis']}")
         if level.get("skipped"):
             console.print(f"[dim]{level['title']} skipped: {level['skipped']}[/]")
+        elif level.get("images", report["images"]) < report["images"]:
+            console.print(f"[dim]{level['title']}: the first {level['images']} of {report['images']} images "
+                          f"({LADDER_RTL_CYCLES:,} cycles of the interval)[/]")
     console.print("[green]all levels agree[/]" if report["agree"] else "[red]the ladder disagrees[/]")

@@ -55,7 +55,7 @@ def test_cnv_ladder_is_exact_on_every_image(cnv_run):
     for name in pools:
         assert all(level["layers"][name]["compared"] for level in report["levels"][1:] if not level.get("skipped"))
     rtl = next(level for level in report["levels"] if level["level"] == "rtl")
-    assert "sliding_window" in rtl["skipped"]  # the RTL covers the MLPs (issue 14 brings CNV)
+    assert rtl["agrees"] and rtl["images"] >= 20 and all(entry["compared"] for entry in rtl["layers"].values())
 
 
 def test_a_flipped_conv_weight_bit_is_found_across_worker_processes(cnv_run, tmp_path):
@@ -174,3 +174,14 @@ def test_both_emulator_routes_agree_layer_by_layer_on_cnv(cnv_run):
     assert packed.keys() == gemm.keys()
     for name in packed:
         np.testing.assert_array_equal(packed[name], gemm[name], err_msg=name)
+
+
+@pytest.mark.slow  # a CNV top compiles in ~40 s and simulates ~60k cycles/s: 20 images x 12,544 cycles, twice
+@pytest.mark.parametrize("block_model", ["cnv", "cnv-bnn-pynq"])
+def test_cnv_rtl_equals_the_emulator_at_the_cycle_models_interval(block_model, cnv_run, tmp_path):
+    from flow.rtlsim import rtlsim
+
+    run = cnv_run if block_model == "cnv" else make_run(tmp_path, block_model, epochs=1, quant="ste", dataset=SUBSET)
+    report = rtlsim(run, images=20)  # raises unless every layer's stream equals the emulator's, with random stalls
+    assert report["bit_exact"] and report["images"] == 20
+    assert abs(report["interval_vs_model"] - 1) <= 0.10, report["interval_vs_model"]

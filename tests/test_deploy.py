@@ -170,7 +170,7 @@ def test_deploy_refuses_a_run_without_hardware_artifacts(tfc_run, tmp_path):
 
 
 @pytest.mark.parametrize("run_name", ["tfc_run", "sfc_run"])
-@pytest.mark.parametrize("shell", ["iodma", "axidma"])
+@pytest.mark.parametrize("shell", ["iodma", "axidma", "axidma-rtl"])
 def test_driver_board_path_equals_the_emulator_on_the_whole_test_set(run_name, shell, request, fake_pynq, tmp_path):
     from flow.driver.overlay import FINNDMAOverlay
     from flow.emulate import Emulator

@@ -309,7 +309,8 @@ def test_generated_tcl_has_the_boards_part_clock_and_top(tfc_run, tmp_path):
         assert f"set_part {{{board.part}}}" in vitis and f"create_clock -period {period} " in vitis
         assert "set_top tfc_accel" in vitis
         assert f"-part {board.part}" in vivado and "set top tfc_accel" in vivado
-        assert f"CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ {{{board.clock_mhz:g}}}" in vivado
+        frequency = "PCW_FPGA0_PERIPHERAL_FREQMHZ" if board.pynq_platform == "zynq" else "PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ"
+        assert f"CONFIG.{frequency} {{{board.clock_mhz:g}}}" in vivado
         assert "../bitfile/$top.bit" in vivado and "../bitfile/$top.hwh" in vivado
         top = (out / "tfc_accel.cpp").read_text()
         assert "void tfc_accel(" in top and "#pragma HLS DATAFLOW" in top and "axis port = in" in top

@@ -120,7 +120,7 @@ def expected_words(contents: dict, addresses: list[int]) -> list[int]:
 def probe_spec() -> dict:
     """flow.rtlsim.run_model's view of the probe: one 16-bit word in and one 160-bit word out per 'image'."""
     return {"top": "bram_probe", "in_axis_words": 1, "in_axis_bits": 16, "out_axis_words": 1,
-            "out_axis_bits": 8 * PROBE_WORD_BYTES, "out_bytes": PROBE_WORD_BYTES, "trace_bits": 8, "streams": []}
+            "out_axis_bits": 8 * PROBE_WORD_BYTES, "out_bytes": PROBE_WORD_BYTES, "streams": []}
 
 
 def run_probe(tmp_path, source: str, addresses: list[int]) -> np.ndarray:

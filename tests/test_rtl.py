@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qonnx.core.datatype import DataType
 
 from flow.artifacts import write_hardware_artifacts
 from flow.errors import FlowError
@@ -76,7 +77,7 @@ def test_rtl_equals_emulator_on_random_layers(random_run):
     run_dir, _, configs, report = random_run
     spec = json.loads((run_dir / "rtl" / "rtl.json").read_text())
     kinds = [layer["module"] for layer in spec["layers"]]
-    assert configs >= 50 and kinds.count("bnn_mvau_xnor") + kinds.count("bnn_thresholding") == configs
+    assert configs >= 50 and kinds.count("bnn_mvau") + kinds.count("bnn_thresholding") == configs
     # every layer's stream and the output bytes, with random stalls and without
     assert report["bit_exact"] and report["layers_equal"] and "mismatch" not in report
     assert report["images"] == IMAGES
@@ -106,20 +107,117 @@ def test_unsupported_layers_name_layer_and_parameter(tmp_path):
 
     rng = np.random.default_rng(0)
     net = NetworkBuilder(rng, "UINT8", 16)
-    net.mvau(8, simd=4, pe=2, steps=1)  # integer input: not an XNOR MVAU
-    net.mvau(4, simd=8, pe=2, steps=None)
-    net.label_select(pe=1, k=1)
-    write_hardware_artifacts(net.model(), tmp_path / "a" / "hw", BOARD)
-    with pytest.raises(FlowError, match=r"layer 'MVAU_0': binary_xnor is false"):
-        rtl(tmp_path / "a")
-    net = NetworkBuilder(rng, "UINT8", 16)
     net.thresholding(pe=4, steps=1)
     net.mvau(4, simd=8, pe=2, steps=None)
     net.label_select(pe=1, k=2)
     write_hardware_artifacts(net.model(), tmp_path / "b" / "hw", BOARD)
     with pytest.raises(FlowError, match=r"layer 'LabelSelect_2': K = 2"):
         rtl(tmp_path / "b")
-    assert not (tmp_path / "a" / "rtl").exists() and not (tmp_path / "b" / "rtl").exists()
+    assert not (tmp_path / "b" / "rtl").exists()
+
+
+# --------------------------------------------------------------------------- convolutional layers
+
+CONV_BLOCKS = 5
+CONV_IMAGES = 6
+
+
+def random_conv_network(rng: np.random.Generator):
+    """CNV's layer kinds with random sizes, foldings and types, chained into one design:
+    (sliding window -> conv MVAU [-> depthwise window -> max-pool]) x CONV_BLOCKS -> a
+    whole-image window -> conv MVAU on 1 x 1 pixels -> FC MVAU (the flatten) -> scores -> label
+    select. Windows of any kernel and stride (rows and columns no window covers included),
+    integer-input MVAUs with bipolar or INT2 weights on DSPs or LUTs, XNOR MVAUs, max-pools on
+    bits or UINT2."""
+    from tests.test_hls import chain_model, divisor, int_type, sorted_thresholds
+
+    h, w = int(rng.integers(10, 14)), int(rng.integers(10, 14))
+    c = int(rng.choice([1, 2, 3]))
+    first_idt = DataType[str(rng.choice(["UINT8", "INT4"]))]
+    idt, layers = first_idt, []
+
+    def window(k: int, s: int, depthwise: int, simd: int):
+        oh, ow = (h - k) // s + 1, (w - k) // s + 1
+        layers.append(("ConvolutionInputGenerator_rtl", dict(
+            ConvKernelDim=[k, k], IFMChannels=c, IFMDim=[h, w], OFMDim=[oh, ow], SIMD=simd, Stride=[s, s],
+            Dilation=[1, 1], inputDataType=idt.name, outputDataType=idt.name, depthwise=depthwise), {}))
+        return oh, ow
+
+    def mvau(mw: int, mh: int, pixels: list[int], scores: bool = False):
+        xnor = idt == DataType["BINARY"]
+        if xnor:
+            wdt, weights, lo, hi = DataType["BINARY"], rng.integers(0, 2, size=(mw, mh)), 0, mw
+        else:
+            wdt = DataType[str(rng.choice(["BIPOLAR", "INT2"]))]
+            weights = rng.choice([-1, 1], size=(mw, mh)) if wdt == DataType["BIPOLAR"] else rng.integers(-2, 2, size=(mw, mh))
+            big = mw * max(abs(idt.min()), abs(idt.max())) * (1 if wdt == DataType["BIPOLAR"] else 2)
+            lo, hi = -big, big
+        attrs = dict(MW=mw, MH=mh, SIMD=divisor(rng, mw), PE=divisor(rng, mh), inputDataType=idt.name,
+                     weightDataType=wdt.name, binaryXnorMode=int(xnor), numInputVectors=[1, *pixels],
+                     resType=str(rng.choice(["lut", "dsp"])), mem_mode="internal_embedded")
+        params = {"weights": (weights, wdt)}
+        if scores:
+            odt = int_type(lo, hi)
+            attrs.update(noActivation=1, outputDataType=odt.name, accDataType=odt.name)
+        else:
+            odt = DataType[str(rng.choice(["BINARY", "BINARY", "UINT2"]))]
+            steps = 1 if odt == DataType["BINARY"] else 3
+            thresholds = sorted_thresholds(rng, mh, steps, lo, hi)
+            params["thresholds"] = (thresholds, int_type(min(lo, thresholds.min()), max(hi, thresholds.max())))
+            attrs.update(noActivation=0, outputDataType=odt.name, ActVal=0)
+        layers.append(("MVAU", attrs, params))
+        return odt
+
+    for block in range(CONV_BLOCKS):
+        # the first as CNV's: 3 x 3 on the pixels, then a max-pool
+        k = 3 if block == 0 else int(rng.integers(1, min(h, w, 3) + 1))
+        s = 1 if block == 0 or k == 1 else int(rng.integers(1, 3))
+        oh, ow = window(k, s, 0, divisor(rng, c))
+        mh = int(rng.choice([2, 4, 6, 8]))
+        idt = mvau(k * k * c, mh, [oh, ow])
+        h, w, c = oh, ow, mh
+        if min(h, w) >= 4 and (block == 0 or rng.random() < 0.5):
+            k = int(rng.integers(2, 4))
+            pe = divisor(rng, c)
+            oh, ow = window(k, k, 1, pe)
+            layers.append(("Pool_hls", dict(Channels=c, PE=pe, KernelSize=[k, k], Function="MaxPool", OutImgDims=[oh, ow],
+                                          InputDataType=idt.name, OutputDataType=idt.name), {}))
+            h, w = oh, ow
+    k = min(h, w)
+    h, w = window(k, 1, 0, divisor(rng, c))
+    idt = mvau(k * k * c, int(rng.choice([4, 8])), [h, w])
+    c = layers[-1][1]["MH"] * h * w
+    idt = mvau(c, 8, [])
+    idt = mvau(8, 5, [], scores=True)
+    layers.append(("LabelSelect", dict(Labels=5, PE=divisor(rng, 5), K=1, inputDataType=idt.name, outputDataType="UINT8",
+                                       numInputVectors=[1]), {}))
+    in_shape = [1, *layers[0][1]["IFMDim"], layers[0][1]["IFMChannels"]]
+    return chain_model(layers, first_idt, in_shape, [1, 1])
+
+
+def test_conv_layers_equal_emulator(tmp_path):
+    """Sliding windows, conv MVAUs (integer and XNOR), max-pools and the flatten of a random CNV-like
+    network in Verilator against the emulator, every layer's stream, with random stalls."""
+    from flow.emulate import Emulator
+    from flow.rtlsim import rtlsim
+
+    rng = np.random.default_rng(24)  # a draw with every kind below
+    model = random_conv_network(rng)
+    write_hardware_artifacts(model, tmp_path / "conv" / "hw", BOARD)
+    emulator = Emulator(tmp_path / "conv" / "hw")
+    idt = emulator.idt
+    inputs = rng.integers(int(idt.min()), int(idt.max()) + 1, size=(CONV_IMAGES, *emulator.ishape_normal[1:]))
+    report = rtlsim(tmp_path / "conv", inputs=inputs.astype(np.int8 if idt.signed() else np.uint8), optimize=FAST_COMPILE)
+    spec = json.loads((tmp_path / "conv" / "rtl" / "rtl.json").read_text())
+    modules = [layer["module"] for layer in spec["layers"]]
+    assert modules.count("bnn_swg") >= CONV_BLOCKS + 1
+    # (XNOR, bipolar weights of an integer layer, multipliers) of every MVAU; the max-pools' input bits
+    mvaus = {(p["XNOR"], p["WBIPOLAR"], p["RES_TYPE"]) for p in (layer["params"] for layer in spec["layers"] if layer["module"] == "bnn_mvau")}
+    pools = {layer["params"]["IBITS"] for layer in spec["layers"] if layer["module"] == "bnn_maxpool"}
+    assert {(1, 0, '"lut"'), (0, 1, '"dsp"'), (0, 1, '"lut"'), (0, 0, '"lut"')} <= mvaus and 2 in pools
+    assert report["bit_exact"] and report["layers_equal"] and report["images"] == CONV_IMAGES
+    # the cycle model's interval (FINN's per-layer cycles) holds for the RTL windows, MVAUs and pools
+    assert report["interval_vs_model"] <= 1.0 + 1e-9, report["interval_vs_model"]
 
 
 @pytest.mark.parametrize("command", ["rtlsim", "synth", "rtl"])

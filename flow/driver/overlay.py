@@ -9,11 +9,14 @@ Two DMA shells are driven; which one is read from the overlay's ``ip_dict``
   registers exactly as FINN's ``FINNDMAOverlay.execute_on_buffers`` does
   (0x10/0x14 buffer address, 0x1C number of images, 0x00 bit 0 ap_start;
   status 0x00 bit 1 ap_done, bit 2 ap_idle);
-- the block design of ``flow.hls`` (``vivado.tcl``): one Xilinx AXI DMA
+- the block design of ``flow.vivado`` (``vivado.tcl``): one Xilinx AXI DMA
   (``xilinx.com:ip:axi_dma``) whose MM2S/S2MM channels feed and drain the
-  accelerator top (``bnn-flow:hls:<top>``, Vitis HLS ``ap_ctrl_hs`` with the
-  image count at 0x10), driven through PYNQ's ``sendchannel`` /
-  ``recvchannel`` ``transfer`` + ``wait``.
+  accelerator, driven through PYNQ's ``sendchannel`` / ``recvchannel``
+  ``transfer`` + ``wait``. The accelerator is either the HLS top
+  (``bnn-flow:hls:<top>``, Vitis HLS ``ap_ctrl_hs`` with the image count at
+  0x10: started for each batch) or, on the RTL route, the generated RTL, which
+  runs free and has no registers (so no IP in ``ip_dict``); it ends each
+  output transfer where the input transfer ended.
 """
 
 from __future__ import annotations
@@ -52,8 +55,10 @@ class FINNDMAOverlay(Overlay):
             self.idma, self.odma = self.idma0, self.odma0
         else:
             self.shell = "axi-dma"
-            self.dma = getattr(self, self._only_ip(AXI_DMA_TYPE, "AXI DMA"))
-            self.kernel = getattr(self, self._only_ip(FLOW_HLS_TYPE, "flow.hls accelerator"))
+            self.dma = getattr(self, self._only_ip(AXI_DMA_TYPE, "AXI DMA", allow_none=False))
+            # the HLS top, started per batch; none on the RTL route (it runs free)
+            kernel = self._only_ip(FLOW_HLS_TYPE, "flow.hls accelerator", allow_none=True)
+            self.kernel = getattr(self, kernel) if kernel else None
         if fclk_mhz:
             # the fabric clock the design was built for (FINN's driver sets it the same way)
             Clocks.fclk0_mhz = fclk_mhz
@@ -61,14 +66,14 @@ class FINNDMAOverlay(Overlay):
         self.obuf_packed_device = None
         self.batch_size = batch_size
 
-    def _only_ip(self, type_prefix: str, what: str) -> str:
+    def _only_ip(self, type_prefix: str, what: str, allow_none: bool) -> str | None:
         names = [name for name, ip in self.ip_dict.items() if ip["type"].startswith(type_prefix)]
-        if len(names) != 1:
+        if len(names) > 1 or not (names or allow_none):
             raise RuntimeError(
-                f"the overlay has {len(names)} {what} IPs ({type_prefix}*), expected one; "
+                f"the overlay has {len(names)} {what} IPs ({type_prefix}*), expected {'at most ' if allow_none else ''}one; "
                 f"IPs: {', '.join(sorted(self.ip_dict))}"
             )
-        return names[0]
+        return names[0] if names else None
 
     # ----------------------------------------------------------------- buffers
 
@@ -106,8 +111,9 @@ class FINNDMAOverlay(Overlay):
         if not 1 <= batch_size <= self.batch_size:
             raise ValueError(f"batch_size {batch_size} outside 1..{self.batch_size} (the allocated buffers)")
         if self.shell == "axi-dma":
-            self.kernel.write(TOP_NUM_IMAGES, batch_size)
-            self.kernel.write(CTRL, AP_START)
+            if self.kernel is not None:
+                self.kernel.write(TOP_NUM_IMAGES, batch_size)
+                self.kernel.write(CTRL, AP_START)
             # receive first, so the output stream has somewhere to go
             self.dma.recvchannel.transfer(self.obuf_packed_device, nbytes=batch_size * self.io.output.packed_bytes)
             self.dma.sendchannel.transfer(self.ibuf_packed_device, nbytes=batch_size * self.io.input.packed_bytes)

@@ -20,9 +20,10 @@ with ``K = 2(n+1) omega``, close to ``(2/pi) sin(Kx)/x``. Its peak at 0 is
 (0.98 at n = 15, 0.83 at n = 18), where the raw derivative goes negative down
 to -0.39 (-16 % of the peak, on 17 % of [-1, 1] at n = 18): a gradient of
 the wrong sign for the latent weights and activations sitting there. The
-default therefore clamps the derivative at 0 (``clamp_negative=True``): a
+default therefore keeps only the central lobe (``clamp_negative=True``): a
 bump of height 4 omega (n+1)/pi that narrows as n grows and is exactly 0
-beyond its first zero. The alternative, tying omega to n so that the first
+beyond its first zero (for n <= 30 at omega 0.1 this is the derivative
+clamped at 0 over |x| <= 1; beyond, the later positive lobes are cut too). The alternative, tying omega to n so that the first
 zero sits at the mask (``omega=None``: ``omega = pi / (2 (n+1) grad_mask)``,
 the same curve for every n), was measured against the clamp and the unclamped
 derivative; see docs/quantizers.md (section "fourier: the wrong-sign gradient").
@@ -74,8 +75,8 @@ class FourierEstimator(nn.Module):
     ``grad_mask=None`` keeps the gradient over the open half period
     ``|x| < pi/omega``, where the series represents sign. n follows a linear
     per-epoch schedule from ``terms[0]`` to ``terms[1]``. ``clamp_negative``
-    sets the derivative to 0 where it is negative (beyond its first zero
-    ``pi / (2 (n+1) omega)``). ``omega=None`` ties omega to n so that the first
+    sets the derivative to 0 beyond its first zero ``pi / (2 (n+1) omega)``
+    (where it would turn negative). ``omega=None`` ties omega to n so that the first
     zero is at ``grad_mask``: ``omega = pi / (2 (n+1) grad_mask)``.
     """
 
@@ -97,23 +98,29 @@ class FourierEstimator(nn.Module):
         self.n = n
         if self.tied:
             self.omega = first_zero(1.0, n) / self.grad_mask
+        # where the gradient is kept: the mask, and with the clamp only up to the first zero
+        # (the bump; for n <= 30 at omega 0.1 exactly the derivative clamped at 0 over |x| <= 1)
+        self.support = self.grad_mask
+        if self.clamp_negative and self.grad_mask is not None:
+            self.support = min(self.grad_mask, first_zero(self.omega, n))
 
     def on_epoch(self, epoch: int, epochs: int) -> None:
         self.set_terms(scheduled(self.terms_schedule, epoch, epochs))
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.omega * x
-        if self.grad_mask is not None and self.grad_mask * self.omega < math.pi / 2:
-            # every kept a lies in (-pi/2, pi/2): no range reduction needed, the
-            # only pole is a = 0 (this is the default's path, ~1/3 fewer operations)
-            sin_a = torch.sin(a)
-            at_pole = sin_a == 0
-            ratio = torch.sin(2 * (self.n + 1) * a) / (2 * torch.where(at_pole, 1.0, sin_a))
-            grad = (4 * self.omega / math.pi) * torch.where(at_pole, float(self.n + 1), ratio)
-            keep = x.abs() <= self.grad_mask
-        else:
-            grad = (4 * self.omega / math.pi) * odd_cosine_sum(a, self.n)
-            keep = x.abs() * self.omega < math.pi if self.grad_mask is None else x.abs() <= self.grad_mask
+        scale = 4 * self.omega / math.pi
+        if self.support is not None and self.support * self.omega < math.pi / 2:
+            # every kept a = omega x lies in (-pi/2, pi/2): no range reduction, and sin a = 0
+            # only at x = 0, where 0/0 gives NaN that becomes the limit n + 1. In place, without
+            # torch.where (its scalar operands cost copies): this runs on every weight in every step (issue 15: <= 1.05x ste's epoch)
+            a = x * self.omega
+            grad = torch.sin(a * (2 * (self.n + 1)))
+            grad.div_(torch.sin(a)).mul_(scale / 2)
+            # times the 0/1 support mask (masked_fill_ costs 8x more when most of x is outside)
+            grad.mul_(x.abs().le_(self.support))
+            return grad.nan_to_num_(nan=scale * (self.n + 1))
+        grad = scale * odd_cosine_sum(self.omega * x, self.n)
+        keep = x.abs() * self.omega < math.pi if self.grad_mask is None else x.abs() <= self.grad_mask
         if self.clamp_negative:
             keep = keep & (grad > 0)
         return torch.where(keep, grad, 0.0)

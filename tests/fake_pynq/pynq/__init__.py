@@ -20,12 +20,15 @@ AXI_DMA_TYPE = "xilinx.com:ip:axi_dma:7.1"
 # AXI DMA "Width of Buffer Length Register" at its maximum, 26 bits, as flow.hls' vivado.tcl sets it
 AXI_DMA_MAX_BYTES = (1 << 26) - 1
 FAKE_TOP = "bnn_top"  # the accelerator IP's name in the axidma shell
+# iodma: FINN's shell; axidma: flow.vivado's HLS route (the top under AXI-lite control);
+# axidma-rtl: flow.vivado's RTL route (the accelerator runs free, no IP of its own in ip_dict)
+SHELLS = ("iodma", "axidma", "axidma-rtl")
 
 
 def write_fake_bitfile(path: Path, hw_dir: Path, io_shape_dict: dict, dma: str = "iodma") -> Path:
     """The fake's stand-in for a bitstream + .hwh: which emulator artifacts, which DMA shell."""
-    if dma not in ("iodma", "axidma"):
-        raise ValueError(f"dma must be 'iodma' or 'axidma', not {dma!r}")
+    if dma not in SHELLS:
+        raise ValueError(f"dma must be one of {', '.join(SHELLS)}, not {dma!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     # a relative hw_dir is resolved from the bitfile's folder (``../hw`` inside a package)
     path.write_text(json.dumps({"hw_dir": str(hw_dir), "io_shape_dict": io_shape_dict, "dma": dma}))
@@ -219,10 +222,14 @@ class Overlay:
             fabric = _Dataflow(hw_dir, spec["io_shape_dict"], needs_start=False)
             self._ips = {"idma0": HLSBlock(fabric, "in"), "odma0": HLSBlock(fabric, "out")}
             types = {"idma0": IODMA_TYPE, "odma0": IODMA_TYPE}
-        else:  # flow.hls' block design: one AXI DMA, the top under AXI-lite control
+        elif spec["dma"] == "axidma":  # flow.vivado's HLS route: one AXI DMA, the top under AXI-lite control
             fabric = _Dataflow(hw_dir, spec["io_shape_dict"], needs_start=True)
             self._ips = {"axi_dma": AxiDMA(fabric), FAKE_TOP: HLSBlock(fabric, None)}
             types = {"axi_dma": AXI_DMA_TYPE, FAKE_TOP: f"bnn-flow:hls:{FAKE_TOP}:1.0"}
+        else:  # flow.vivado's RTL route: one AXI DMA around a free-running accelerator without registers
+            fabric = _Dataflow(hw_dir, spec["io_shape_dict"], needs_start=False)
+            self._ips = {"axi_dma": AxiDMA(fabric)}
+            types = {"axi_dma": AXI_DMA_TYPE}
         self.bitfile_name = str(bitfile_name)
         self.ip_dict = {name: {"type": vlnv, "fullpath": name} for name, vlnv in types.items()}
 
