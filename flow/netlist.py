@@ -20,13 +20,13 @@ against the emulator. Results: ``RUN_DIR/report/netlist.json``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
 import shutil
 import subprocess
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -104,8 +104,6 @@ def bram_modes(netlist_text: str) -> dict[str, int]:
 
 def rtl_fingerprint(run_dir: Path, spec: dict) -> str:
     """What the netlist is made from: the RTL's files and memories, and the Yosys script's family."""
-    import hashlib
-
     digest = hashlib.sha256()
     rtl_dir = run_dir / "rtl"
     for path in [*rtl_sources(rtl_dir, spec["top"]), rtl_dir / "rtl.json", *sorted(rtl_dir.glob("*.mem"))]:
