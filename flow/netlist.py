@@ -175,13 +175,15 @@ def last_transfer(*runs: dict) -> int:
 
 def compare(run_dir: Path, images: int | None = DEFAULT_IMAGES, inputs: np.ndarray | None = None,
             dataset: str | None = None, bram_models: bool = True) -> dict:
-    """Synthesize, build and run the netlist and the RTL on the same images and stalls; write and
-    return report/netlist.json (``equal``: every transfer's cycle and every output byte)."""
+    """Synthesize, build and run the netlist and the RTL on the same images and stalls (``images``
+    evenly spaced over the test set, or ``inputs``); write and return report/netlist.json
+    (``equal``: every transfer's cycle and every output byte)."""
     from flow.csim import emulator_outputs
     from flow.emulate import Emulator
 
     run_dir = Path(run_dir)
-    spec, dataset, _, chosen, packed = packed_inputs(run_dir, images, inputs, dataset)
+    # a few images of every class (the test sets are stored class by class: the first images are all one label)
+    spec, dataset, _, chosen, packed = packed_inputs(run_dir, images, inputs, dataset, spread=True)
     top, rtl_dir = spec["top"], run_dir / "rtl"
     netlist, record = synthesize(run_dir, spec)
     sources = simulation_sources(netlist, bram_models)

@@ -259,9 +259,11 @@ def deadlock_bound(cycle_model: dict, spec: dict) -> int:
     return 10 * per_image + 10_000
 
 
-def packed_inputs(run_dir: Path, images: int | None, inputs: np.ndarray | None, dataset: str | None):
-    """The RTL's description and the first ``images`` test images (``inputs``: these instead), packed
-    as the driver does: (spec, dataset name, test set, chosen images, packed bytes, one row per image)."""
+def packed_inputs(run_dir: Path, images: int | None, inputs: np.ndarray | None, dataset: str | None,
+                  spread: bool = False):
+    """The RTL's description and the first ``images`` test images (``inputs``: these instead; ``spread``:
+    ``images`` evenly spaced over the test set, which is stored class by class), packed as the driver
+    does: (spec, dataset name, test set, chosen images, packed bytes, one row per image)."""
     from flow.artifacts import images_in_stream_order
     from flow.data import load
     from flow.driver.packing import IOShapes, pack_images
@@ -277,7 +279,7 @@ def packed_inputs(run_dir: Path, images: int | None, inputs: np.ndarray | None, 
         raise FlowError(f"images must be at least 1, not {images}")
     spec = ensure_rtl(run_dir)
     dataset, test_set = ("given inputs", inputs) if inputs is not None else (dataset, load(dataset).test_images)
-    chosen = test_set[:images]
+    chosen = test_set[np.linspace(0, len(test_set) - 1, images).astype(int)] if spread and images else test_set[:images]
     ordered = images_in_stream_order(chosen, hw_dir)
     description = json.loads((hw_dir / "accelerator.json").read_text())
     packed = pack_images(ordered, IOShapes.from_dict(description["io_shape_dict"])).reshape(len(chosen), -1)
