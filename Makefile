@@ -24,10 +24,11 @@ export HLS_BACKEND
 VIVADO_ROUTE ?=
 export VIVADO_ROUTE
 IMAGES     ?=
+NETLIST    ?=
 COMPARE_JOBS ?= 1
 BOARD_PYTHON ?= python3
 
-.PHONY: install train compare export build csim emulate verify rtlsim synth vivado bench check-board test test-slow clean help
+.PHONY: install train compare export build csim emulate verify rtlsim synth netlist vivado bench check-board test test-slow clean help
 
 # `make help`: every target and variable (OUT may contain spaces: it is quoted in every recipe)
 help:
@@ -38,6 +39,7 @@ help:
 	@echo "  make csim                 g++ C simulation of OUT/hls, bit for bit against the emulator"
 	@echo "  make rtlsim               the RTL (OUT/rtl) in Verilator under random stalls, == emulator; cycles, FIFOs"
 	@echo "  make synth                Yosys synth_xilinx of the RTL: LUT/FF/BRAM/DSP per layer vs FINN and the board"
+	@echo "  make netlist              Yosys' netlist of the RTL in Verilator == the RTL, cycle by cycle (IMAGES, default 3)"
 	@echo "  make vivado               OUT/vivado/vivado.tcl again (block design on the RTL) and, with vivado on PATH, the bitfile"
 	@echo "  make check-board          on the PYNQ board: OUT/deploy/check.py --backend pynq (docs/board.md)"
 	@echo "  make bench                emulator speed vs QONNX/FINN/Brevitas/GEMM -> docs/benchmarks.md"
@@ -63,6 +65,7 @@ help:
 	@printf "  %-34s %s\n" "HLS_BACKEND=$(HLS_BACKEND)" "bnn: our hls_templates kernels | finn: FINN's finn-hlslib route (Vitis HLS + Vivado)"
 	@printf "  %-34s %s\n" "VIVADO_ROUTE=$(VIVADO_ROUTE)" "rtl: the generated RTL (no Vitis HLS) | hls: our HLS top | empty: rtl where it covers the design"
 	@printf "  %-34s %s\n" "IMAGES=N" "verify, csim, rtlsim: only the first N test images"
+	@printf "  %-34s %s\n" "NETLIST=1" "verify: one more level after the RTL, its Yosys netlist"
 	@printf "  %-34s %s\n" "OUT=$(OUT)" "the run directory (default build/MODEL-QUANT-DATASET)"
 	@printf "  %-34s %s\n" "DATA_DIR=dir" "where datasets are downloaded (environment; default ~/.cache/bnn-flow)"
 	@printf "  %-34s %s\n" "BENCH_RUNS='dir ...'" "bench: the built runs to measure"
@@ -128,7 +131,7 @@ emulate: $(VENV)/.installed
 
 # the ladder PyTorch -> QONNX -> streamlined -> HW layers -> emulator, per layer (IMAGES=N: fewer test images)
 verify: $(VENV)/.installed
-	$(PY) -m flow verify '$(OUT)' $(if $(IMAGES),--images $(IMAGES))
+	$(PY) -m flow verify '$(OUT)' $(if $(IMAGES),--images $(IMAGES)) $(if $(NETLIST),--netlist)
 
 # the generated RTL (OUT/rtl): Verilator against the emulator; Yosys synth_xilinx for the board's family
 rtlsim: $(VENV)/.installed
@@ -136,6 +139,9 @@ rtlsim: $(VENV)/.installed
 
 synth: $(VENV)/.installed
 	$(PY) -m flow synth '$(OUT)'
+
+netlist: $(VENV)/.installed
+	$(PY) -m flow netlist '$(OUT)' $(if $(IMAGES),--images $(IMAGES))
 
 # the PYNQ block design around the generated RTL (OUT/vivado/vivado.tcl); Vivado runs it where it is on PATH
 vivado: $(VENV)/.installed

@@ -53,6 +53,7 @@ def main(debug) -> None:
       verify  -> OUT/report/verification.json (PyTorch = QONNX = FINN = emulator, per layer)
       rtlsim  -> OUT/rtl/ (SystemVerilog), OUT/report/rtlsim.json (Verilator == emulator, cycles)
       synth   -> OUT/report/synth_resources.json (Yosys synth_xilinx per layer vs FINN's estimate)
+      netlist -> OUT/netlist/, OUT/report/netlist.json (Yosys netlist in Verilator == RTL, cycle by cycle)
       deploy  -> OUT/deploy/, OUT/deploy.tar.gz (the board package; also written by build)
     """
     if debug:
@@ -198,14 +199,15 @@ def emulate(run_dir, as_json, dataset):
 @click.option("--images", "num_images", type=click.IntRange(min=1), default=None,
               help="Test images to run [default: the whole test set].")
 @dataset_option
-def verify(run_dir, num_images, dataset):
+@click.option("--netlist", is_flag=True, help="One more level after the RTL: its Yosys netlist (python -m flow netlist).")
+def verify(run_dir, num_images, dataset, netlist):
     """The ladder PyTorch -> QONNX -> streamlined -> HW layers -> emulator; exit 1 on any disagreement.
 
     A model trained elsewhere (no RUN_DIR/checkpoint.pt) starts at its QONNX."""
     from flow.verify import verify as run_verify
 
     with run_directory(run_dir):
-        agree = run_verify(run_dir, num_images, dataset=dataset)["agree"]
+        agree = run_verify(run_dir, num_images, dataset=dataset, netlist=netlist)["agree"]
     if not agree:
         sys.exit(1)
 
@@ -282,6 +284,17 @@ def synth(run_dir):
     from flow.synth import synth as run_synth
 
     run_synth(run_dir)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT)
+@click.option("--images", type=click.IntRange(min=1), default=3, show_default=True, help="Test images to run through both.")
+@dataset_option
+def netlist(run_dir, images, dataset):
+    """Yosys netlist of RUN_DIR/rtl in Verilator vs the RTL, cycle by cycle at the top's ports; exit 1 unless equal."""
+    from flow.netlist import netlist as run_netlist
+
+    run_netlist(run_dir, images, dataset=dataset)
 
 
 @main.command()

@@ -73,9 +73,14 @@ def verilator_command() -> tuple[list[str], dict]:
     return command, env
 
 
-def source_hash(rtl_dir: Path, top: str) -> str:
+def rtl_sources(rtl_dir: Path, top: str) -> list[Path]:
+    """The generated RTL's files, in the order Verilator and Yosys read them."""
+    return [*(rtl_dir / m for m in MODULES), rtl_dir / f"{top}.sv"]
+
+
+def source_hash(sources: list[Path]) -> str:
     digest = hashlib.sha256()
-    for path in [*(rtl_dir / m for m in MODULES), rtl_dir / f"{top}.sv", TESTBENCH]:
+    for path in [*sources, TESTBENCH]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -87,11 +92,14 @@ def model_cache() -> Path:
     return root / "bnn-flow" / "rtlsim"
 
 
-def compile_model(rtl_dir: Path, top: str, optimize: str = COMPILE_OPTIMIZE) -> tuple[Path, float]:
+def compile_model(rtl_dir: Path, top: str, optimize: str = COMPILE_OPTIMIZE,
+                  sources: list[Path] | None = None) -> tuple[Path, float]:
     """Verilate and build ``top`` with the testbench (once per source hash, see :func:`model_cache`);
-    (executable, seconds; 0 when cached). ``optimize``: g++'s level for the model (OPT_FAST/OPT_SLOW)."""
+    (executable, seconds; 0 when cached). ``optimize``: g++'s level for the model (OPT_FAST/OPT_SLOW).
+    ``sources``: other files than the generated RTL's (flow.netlist: a netlist and its cell models)."""
     rtl_dir = Path(rtl_dir).resolve()  # Verilator runs in rtl_dir: a relative RUN_DIR would be taken twice
-    executable = model_cache() / f"{source_hash(rtl_dir, top)}{optimize}" / "rtlsim"
+    sources = [Path(path).resolve() for path in sources] if sources else rtl_sources(rtl_dir, top)
+    executable = model_cache() / f"{source_hash(sources)}{optimize}" / "rtlsim"
     if executable.exists():
         return executable, 0.0
     command, env = verilator_command()
@@ -104,7 +112,7 @@ def compile_model(rtl_dir: Path, top: str, optimize: str = COMPILE_OPTIMIZE) -> 
             "-CFLAGS", f"-DTOP_HEADER='\"V{top}.h\"' -DTOP_CLASS=V{top}", "-Mdir", str(obj),
             # the PyPI wheel's verilated.mk was configured without g++'s flag for reading a precompiled header
             "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "-MAKEFLAGS", f"OPT_FAST={optimize}", "-MAKEFLAGS", f"OPT_SLOW={optimize}",
-            "-o", "rtlsim", str(TESTBENCH), *(str(rtl_dir / m) for m in MODULES), str(rtl_dir / f"{top}.sv"),
+            "-o", "rtlsim", str(TESTBENCH), *(str(path) for path in sources),
         ]
         start = time.time()
         result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=rtl_dir)
@@ -134,8 +142,10 @@ def run_model(executable: Path, spec: dict, rtl_dir: Path, packed: np.ndarray, s
     result = subprocess.run(args, capture_output=True, text=True, cwd=rtl_dir)  # $readmemh paths are relative
     seconds = time.time() - start
     if result.returncode not in (0, 3):
-        message = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        raise FlowError(f"the RTL simulation of {spec['top']} failed (exit {result.returncode}): {message[-1] if message else ''}")
+        lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        # a $fatal / $error names its instance on the first %Fatal / %Error line; else the last line says most
+        reported = [line.strip() for line in lines if "%Fatal" in line or "%Error" in line] or lines[-1:] or [""]
+        raise FlowError(f"the RTL simulation of {spec['top']} failed (exit {result.returncode}): {reported[0]}")
     stats = (work / "stats.txt").read_text().split("\n")
     values = {line.split()[0]: int(line.split()[1]) for line in stats if line.split() and line.split()[0] in ("cycles", "sent", "received")}
     starts = np.zeros(images, dtype=np.int64)
@@ -160,7 +170,9 @@ def run_model(executable: Path, spec: dict, rtl_dir: Path, packed: np.ndarray, s
         deadlock = {spec["streams"][int(r[1])]["name"]: {"valid": int(r[2]), "ready": int(r[3]), "blocked_cycles": int(r[4])}
                     for r in rows}
     return {"outputs": outputs, "traces": traces, "starts": starts, "ends": ends, "fifos": fifos,
-            "cycles": values["cycles"], "seconds": seconds, "deadlock": deadlock}
+            "cycles": values["cycles"], "seconds": seconds, "deadlock": deadlock,
+            "in_cycles": np.fromfile(work / "in_cycles.bin", dtype="<u8"),
+            "out_cycles": np.fromfile(work / "out_cycles.bin", dtype="<u8")}
 
 
 def stream_values(trace: np.ndarray, stream: dict, images: int, dtype_name: str) -> np.ndarray:
@@ -242,21 +254,21 @@ def interval(run: dict) -> float:
     return float(ends[-1] - ends[half - 1]) / (len(ends) - half) if half >= 1 else float(ends[1] - ends[0])
 
 
-def simulate(run_dir: Path, images: int | None = None, inputs: np.ndarray | None = None,
-             optimize: str = COMPILE_OPTIMIZE, dataset: str | None = None, free_run: bool = True) -> dict:
-    """Simulate RUN_DIR's RTL on its test set (``dataset``: another one), or on ``inputs`` (N x
-    features integers: then only RUN_DIR/hw is read, as the emulator does); write and return the
-    report (``bit_exact``, per-layer comparison). A deadlock raises FlowError.
-    ``optimize``: g++'s level for the model (-O0 compiles a many-layer test design several times faster).
-    ``free_run`` False: only the run with stalls, which then also gives the timing (the ladder's use:
-    it needs the comparison, and a CNV image is 12,544 cycles)."""
+def deadlock_bound(cycle_model: dict, spec: dict) -> int:
+    """No output for this many cycles is a deadlock: ten times the slowest image's work plus the I/O words, at full stall."""
+    per_image = int(cycle_model["latency_cycles"]) + spec["in_axis_words"] + spec["out_axis_words"]
+    return 10 * per_image + 10_000
+
+
+def packed_inputs(run_dir: Path, images: int | None, inputs: np.ndarray | None, dataset: str | None,
+                  spread: bool = False):
+    """The RTL's description and the first ``images`` test images (``inputs``: these instead; ``spread``:
+    ``images`` evenly spaced over the test set, which is stored class by class), packed as the driver
+    does: (spec, dataset name, test set, chosen images, packed bytes, one row per image)."""
     from flow.artifacts import images_in_stream_order
-    from flow.csim import emulator_outputs
     from flow.data import load
     from flow.driver.packing import IOShapes, pack_images
-    from flow.emulate import Emulator
 
-    run_dir = Path(run_dir)
     hw_dir = run_dir / "hw"
     if inputs is None:
         from flow.inputs import run_dataset
@@ -267,22 +279,36 @@ def simulate(run_dir: Path, images: int | None = None, inputs: np.ndarray | None
     if images is not None and images < 1:
         raise FlowError(f"images must be at least 1, not {images}")
     spec = ensure_rtl(run_dir)
-    rtl_dir = run_dir / "rtl"
-    top = spec["top"]
     dataset, test_set = ("given inputs", inputs) if inputs is not None else (dataset, load(dataset).test_images)
-    chosen = test_set[:images]
+    chosen = test_set[np.linspace(0, len(test_set) - 1, images).astype(int)] if spread and images else test_set[:images]
     ordered = images_in_stream_order(chosen, hw_dir)
     description = json.loads((hw_dir / "accelerator.json").read_text())
     packed = pack_images(ordered, IOShapes.from_dict(description["io_shape_dict"])).reshape(len(chosen), -1)
     if packed.shape[1] != spec["in_bytes"]:
-        raise FlowError(f"{rtl_dir / 'rtl.json'}: {spec['in_bytes']} input bytes per image, the packed test set has {packed.shape[1]}")
-    emulator = Emulator(hw_dir)
+        raise FlowError(f"{run_dir / 'rtl' / 'rtl.json'}: {spec['in_bytes']} input bytes per image, the packed test set has {packed.shape[1]}")
+    return spec, dataset, test_set, chosen, packed
+
+
+def simulate(run_dir: Path, images: int | None = None, inputs: np.ndarray | None = None,
+             optimize: str = COMPILE_OPTIMIZE, dataset: str | None = None, free_run: bool = True) -> dict:
+    """Simulate RUN_DIR's RTL on its test set (``dataset``: another one), or on ``inputs`` (N x
+    features integers: then only RUN_DIR/hw is read, as the emulator does); write and return the
+    report (``bit_exact``, per-layer comparison). A deadlock raises FlowError.
+    ``optimize``: g++'s level for the model (-O0 compiles a many-layer test design several times faster).
+    ``free_run`` False: only the run with stalls, which then also gives the timing (the ladder's use:
+    it needs the comparison, and a CNV image is 12,544 cycles)."""
+    from flow.csim import emulator_outputs
+    from flow.emulate import Emulator
+
+    run_dir = Path(run_dir)
+    spec, dataset, test_set, chosen, packed = packed_inputs(run_dir, images, inputs, dataset)
+    rtl_dir = run_dir / "rtl"
+    top = spec["top"]
+    emulator = Emulator(run_dir / "hw")
     model = emulator.cycles
     expected = emulator_outputs(run_dir, packed)
     executable, compile_s = compile_model(rtl_dir, top, optimize)
-    # no output for this long is a deadlock: ten times the slowest image's work plus the I/O words, at full stall
-    per_image = int(model["latency_cycles"]) + spec["in_axis_words"] + spec["out_axis_words"]
-    bound = 10 * per_image + 10_000
+    bound = deadlock_bound(model, spec)
     with tempfile.TemporaryDirectory(prefix="rtlsim-") as tmp:
         checked = run_model(executable, spec, rtl_dir, packed, STALL, bound, Path(tmp) / "stalled")
         free = None if checked["deadlock"] or not free_run else run_model(executable, spec, rtl_dir, packed, 0.0, bound, Path(tmp) / "free")

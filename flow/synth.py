@@ -99,8 +99,9 @@ def flattened_cells(modules: dict, name: str) -> Counter:
     return cells
 
 
-def run_yosys(rtl_dir: Path, top: str, family_name: str) -> tuple[dict, float, str]:
-    """synth_xilinx on a copy of the RTL (yowasp sees only its working directory); (stat -json, seconds, log tail)."""
+def run_yosys(rtl_dir: Path, top: str, family_name: str, netlist: Path | None = None) -> tuple[dict, float, str]:
+    """synth_xilinx on a copy of the RTL (yowasp sees only its working directory); (stat -json, seconds, log tail).
+    ``netlist``: also write the mapped design there (``write_verilog -noattr``, every module, for flow.netlist)."""
     with tempfile.TemporaryDirectory(prefix="synth-") as tmp:
         work = Path(tmp)
         for path in rtl_dir.iterdir():
@@ -108,7 +109,8 @@ def run_yosys(rtl_dir: Path, top: str, family_name: str) -> tuple[dict, float, s
                 shutil.copy(path, work / path.name)
         sources = " ".join([*MODULES, f"{top}.sv"])
         script = (f"read_slang -j 1 --keep-hierarchy --top {top} {sources}; "
-                  f"synth_xilinx -family {family_name} -noiopad -noclkbuf -top {top}; tee -q -o stat.json stat -json")
+                  f"synth_xilinx -family {family_name} -noiopad -noclkbuf -top {top}; tee -q -o stat.json stat -json"
+                  + ("; write_verilog -noattr netlist.v" if netlist else ""))
         start = time.time()
         result = subprocess.run([*yosys_command(), "-q", "-l", "yosys.log", "-p", script], capture_output=True, text=True, cwd=work)
         seconds = time.time() - start
@@ -116,6 +118,8 @@ def run_yosys(rtl_dir: Path, top: str, family_name: str) -> tuple[dict, float, s
         if result.returncode != 0 or not (work / "stat.json").exists():
             errors = [line for line in log.splitlines() if "ERROR" in line or "error:" in line]
             raise FlowError(f"Yosys could not synthesize {top}: {(errors or log.splitlines() or ['no output'])[-1].strip()}")
+        if netlist:
+            shutil.copy(work / "netlist.v", netlist)
         return json.loads((work / "stat.json").read_text()), seconds, "\n".join(log.splitlines()[-5:])
 
 

@@ -61,6 +61,7 @@ LEVEL_TITLES = {
     "hw_graph": "HW layers (FINN Python)",
     "emulator": "emulator (hw/)",
     "rtl": "RTL (Verilator)",
+    "netlist": "netlist (Yosys, Verilator)",
 }
 
 
@@ -440,11 +441,13 @@ def run_ladder(run_dir: Path, start: int, stop: int, show_progress: bool = False
     return result
 
 
-def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None, dataset: str | None = None) -> dict:
+def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None, dataset: str | None = None,
+           netlist: bool = False) -> dict:
     """Run the ladder on ``num_images`` test images (default: all); write and return the report.
 
     Test sets of several chunks are split over ``jobs`` worker processes
     (default: the CPU count, at most 4; each with one BLAS thread).
+    ``netlist``: one more level after the RTL, its Yosys netlist (flow.netlist).
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -497,6 +500,8 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
             entry["diagnosis"] = diagnose(emulator, entry["first_diverging_layer"], entry["first_difference"])
         levels.append(entry)
     levels.append(rtl_level(run_dir, images, b.names, emulator_accuracy=levels[-1]["accuracy"]))
+    if netlist:
+        levels.append(netlist_level(run_dir, images, b.names, levels[-1]))
     report = {
         "run_dir": str(run_dir),
         "dataset": dataset.name,
@@ -539,6 +544,32 @@ def rtl_level(run_dir: Path, images: np.ndarray, names: list[str], emulator_accu
         "first_diverging_layer": diverging[0] if diverging else None,
         "first_difference": layers[diverging[0]]["first_difference"] if diverging else None,
         "interval_cycles": report["interval_cycles"],
+    }
+
+
+def netlist_level(run_dir: Path, images: np.ndarray, names: list[str], rtl: dict) -> dict:
+    """The RTL's Yosys netlist in Verilator (flow.netlist) on the images the RTL level ran, against the RTL at
+    the top's ports: every transfer's cycle and the output bytes; the last layer's row counts the images that differ."""
+    from flow.netlist import compare, describe
+
+    entry = {"level": "netlist", "title": LEVEL_TITLES["netlist"], "compared_with": "rtl"}
+    layers = {name: {"compared": False} for name in names}
+    if "skipped" in rtl:
+        return {**entry, "skipped": f"no RTL to synthesize ({rtl['skipped']})", "layers": layers}
+    report = compare(run_dir, images=None, inputs=images[: rtl["images"]])
+    difference = report["first_difference"]
+    layers[names[-1]] = {"compared": True, "mismatched_images": report["mismatched_images"],
+                         "first_difference": describe(difference) if difference else None}
+    if report["equal"] and "accuracy" in rtl:
+        entry["accuracy"] = rtl["accuracy"]
+    return {
+        **entry,
+        "images": report["images"],
+        "agrees": report["equal"],
+        "layers": layers,
+        "first_diverging_layer": names[-1] if not report["equal"] else None,
+        "first_difference": describe(difference) if difference else None,
+        "cycles_compared": report["cycles_compared"],
     }
 
 

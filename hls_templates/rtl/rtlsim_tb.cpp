@@ -5,6 +5,8 @@
 // m_axis_0_tready with probability OUT_STALL each cycle (xorshift, fixed seed).
 // Writes OUT_DIR/output.bin (the output bytes), OUT_DIR/trace_<stream>.bin (every word
 // of every stream, ceil(its bits / 8) little-endian bytes each, from the top's DPI trace),
+// OUT_DIR/in_cycles.bin / out_cycles.bin (the cycle of every s_axis_0 / m_axis_0 transfer,
+// uint64 little-endian: flow.netlist compares a netlist's handshakes with the RTL's),
 // OUT_DIR/stats.txt (cycles, per-image input start and output end cycles, FIFO maxima)
 // and, when no output word leaves for BOUND cycles, OUT_DIR/deadlock.txt (each stream's
 // valid, ready and how long it has been blocked) with exit status 3.
@@ -141,7 +143,7 @@ int main(int argc, char **argv) {
     top->ap_rst_n = 1;
 
     std::vector<uint8_t> output(images * out_words * out_word_bytes);
-    std::vector<uint64_t> in_start(images, 0), out_end(images, 0);
+    std::vector<uint64_t> in_start(images, 0), out_end(images, 0), in_cycles, out_cycles;
     const long in_total = images * in_words, out_total = images * out_words;
     long sent = 0, received = 0;
     uint64_t last_output = 0;
@@ -166,11 +168,13 @@ int main(int argc, char **argv) {
         top->ap_clk = 0; top->eval();
         if (took) {
             if (sent % in_words == 0) in_start[sent / in_words] = cycle;
+            in_cycles.push_back(cycle);
             sent++;
         }
         if (gave) {
             received++;
             if (received % out_words == 0) out_end[received / out_words - 1] = cycle;
+            out_cycles.push_back(cycle);
             last_output = cycle;
         }
         if (received < out_total && cycle - last_output > bound) {
@@ -182,6 +186,12 @@ int main(int argc, char **argv) {
 
     f = std::fopen((out_dir + "/output.bin").c_str(), "wb");
     std::fwrite(output.data(), 1, received * out_word_bytes, f);
+    std::fclose(f);
+    f = std::fopen((out_dir + "/in_cycles.bin").c_str(), "wb");
+    std::fwrite(in_cycles.data(), sizeof(uint64_t), in_cycles.size(), f);
+    std::fclose(f);
+    f = std::fopen((out_dir + "/out_cycles.bin").c_str(), "wb");
+    std::fwrite(out_cycles.data(), sizeof(uint64_t), out_cycles.size(), f);
     std::fclose(f);
     for (auto &entry : traces) {
         f = std::fopen((out_dir + "/trace_" + std::to_string(entry.first) + ".bin").c_str(), "wb");
