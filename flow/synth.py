@@ -108,7 +108,8 @@ def run_yosys(rtl_dir: Path, top: str, family_name: str, netlist: Path | None = 
             if path.suffix in (".sv", ".mem"):
                 shutil.copy(path, work / path.name)
         sources = " ".join([*MODULES, f"{top}.sv"])
-        script = (f"read_slang -j 1 --keep-hierarchy --top {top} {sources}; "
+        # -D YOSYS: as Yosys's own Verilog frontend defines it (the templates' Yosys-only attributes)
+        script = (f"read_slang -j 1 -D YOSYS --keep-hierarchy --top {top} {sources}; "
                   f"synth_xilinx -family {family_name} -noiopad -noclkbuf -top {top}; tee -q -o stat.json stat -json"
                   + ("; write_verilog -noattr netlist.v" if netlist else ""))
         start = time.time()

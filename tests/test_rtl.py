@@ -263,3 +263,25 @@ def test_tfc_rtl_equals_emulator_on_the_test_set_and_synthesizes(tfc_run):
     assert resources["fits"]
     roms = {row["layer"]: row.get("weight_rom") for row in resources["layers"]}
     assert all(style in ("block", "distributed") for name, style in roms.items() if name.startswith("MVAU"))
+
+
+def test_weight_rom_in_luts_synthesizes(tmp_path):
+    """A weight ROM FINN puts in LUTs (rom_style distributed) maps in Yosys: forced to "distributed"
+    it would need LUTRAM, which Yosys maps only with a write port ("no valid mapping found")."""
+    from flow.rtl import MODULES, RTL_TEMPLATES
+    from flow.synth import count, flattened_cells, run_yosys
+
+    for module in MODULES:
+        shutil.copy(RTL_TEMPLATES / module, tmp_path / module)
+    rng = np.random.default_rng(5)
+    (tmp_path / "weights.mem").write_text("".join(f"{int(w):07x}\n" for w in rng.integers(0, 2**27, size=6)))
+    (tmp_path / "top.sv").write_text(
+        "module top (input logic clk, rst_n, s_tvalid, output logic s_tready, input logic [71:0] s_tdata,\n"
+        "            output logic m_tvalid, input logic m_tready, output logic [2:0] m_tdata);\n"
+        "    bnn_mvau #(.MW(27), .MH(6), .SIMD(9), .PE(3), .XNOR(0), .IBITS(8), .ISIGNED(0), .IBIPOLAR(0), .WBITS(1),\n"
+        "               .WSIGNED(0), .WBIPOLAR(1), .RES_TYPE(\"lut\"), .ACC_BITS(14), .ACC_SIGNED(1), .STEPS(0), .TBITS(2),\n"
+        "               .OBITS(1), .ACT_VAL(0), .WEIGHT_FILE(\"weights.mem\"), .THRESH_FILE(\"\"), .RAM_STYLE(\"distributed\")) unit (.*);\n"
+        "endmodule\n")
+    stat, _, _ = run_yosys(tmp_path, "top", "xc7")
+    total = count(flattened_cells(stat["modules"], "\\top" if "\\top" in stat["modules"] else "top"))
+    assert total["LUT"] > 0 and total["BRAM_18K"] == 0

@@ -114,7 +114,13 @@ module bnn_mvau #(
             initial $readmemh(WEIGHT_FILE, weights);
             always_ff @(posedge clk) if (en && issue) a_w <= weights[waddr];
         end else begin : lut_rom
-            (* rom_style = "distributed", ram_style = "distributed" *) logic [PE*SIMD*WBITS-1:0] weights [WMEM];
+            // LUTs: Vivado's rom_style "distributed"; Yosys maps a ROM forced to "distributed" onto
+            // LUTRAM only, which needs a write port ("no valid mapping found"): "logic" there
+`ifdef YOSYS
+            (* rom_style = "logic" *) logic [PE*SIMD*WBITS-1:0] weights [WMEM];
+`else
+            (* rom_style = "distributed" *) logic [PE*SIMD*WBITS-1:0] weights [WMEM];
+`endif
             initial $readmemh(WEIGHT_FILE, weights);
             always_ff @(posedge clk) if (en && issue) a_w <= weights[waddr];
         end
