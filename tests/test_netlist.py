@@ -178,3 +178,24 @@ def test_tfc_netlist_equals_rtl_cycle_by_cycle_and_needs_the_bram_models(tfc_run
     assert report["synth_cached"]  # the netlist simulated is the one above
     assert not report["equal"] and not report["netlist_outputs_equal_emulator"]
     assert report["first_difference"]["port"] in ("m_axis_0_tdata", "m_axis_0", "s_axis_0")
+
+
+@pytest.mark.slow  # synthesis ~80 s, the netlist's model ~60 s on 2 shared cores
+def test_conv_layer_chain_netlist_equals_rtl_cycle_by_cycle(tmp_path):
+    """A CNV-like chain (sliding windows, integer and XNOR conv MVAUs, max-pools, flatten, FC):
+    its netlist against its RTL on 3 images, and against the emulator."""
+    from flow.artifacts import write_hardware_artifacts
+    from flow.emulate import Emulator
+    from flow.netlist import compare
+    from tests.test_rtl import BOARD, random_conv_network
+
+    rng = np.random.default_rng(24)  # test_rtl's draw: every conv kind
+    write_hardware_artifacts(random_conv_network(rng), tmp_path / "conv" / "hw", BOARD)
+    emulator = Emulator(tmp_path / "conv" / "hw")
+    idt = emulator.idt
+    inputs = rng.integers(int(idt.min()), int(idt.max()) + 1, size=(3, *emulator.ishape_normal[1:]))
+    report = compare(tmp_path / "conv", inputs=inputs.astype(np.int8 if idt.signed() else np.uint8))
+    assert report["equal"] and report["netlist_outputs_equal_emulator"] and report["first_difference"] is None
+    assert report["netlist_output_words"] == 3 and report["cycles_compared"] > 0
+    modules = [layer["module"] for layer in json.loads((tmp_path / "conv" / "rtl" / "rtl.json").read_text())["layers"]]
+    assert {"bnn_swg", "bnn_mvau", "bnn_maxpool"} <= set(modules)
