@@ -196,6 +196,8 @@ def describe_layer(model, node, inst, out_dir: Path) -> dict:
             # where the weights live (FINN's MVAU attributes): the RTL maps its weight ROM by them
             mem_mode=inst.get_nodeattr("mem_mode"),
             ram_style=inst.get_nodeattr("ram_style"),
+            # the multipliers of a non-binary layer: DSP slices or LUTs (FINN's resType)
+            res_type=inst.get_nodeattr("resType"),
         )
         hw_weights = inst.get_hw_compatible_weight_tensor(weights)[0]
         files = {"weights": save_weight_memory(hw_weights, stored_wdt, name, out_dir)}

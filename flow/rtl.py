@@ -1,13 +1,16 @@
-"""RTL generation: the built MLP accelerator (``RUN_DIR/hw``) as synthesizable SystemVerilog.
+"""RTL generation: the built accelerator (``RUN_DIR/hw``) as synthesizable SystemVerilog.
 
 From the same artifacts the emulator reads (``hw/accelerator.json``, the packed
 weight and threshold memories, the manifest's board) this writes ``RUN_DIR/rtl/``:
 
 - the component modules, copied from ``hls_templates/rtl/`` (each states its
   stream contract in its header): ``bnn_thresholding`` (standalone thresholds,
-  e.g. on the 8-bit pixels), ``bnn_mvau_xnor`` (XNOR-popcount MVAU, PE x SIMD,
-  weight ROM in FINN's hardware layout), ``bnn_label_select``, ``bnn_dwc``
-  (width converter), ``bnn_fifo``;
+  e.g. on the 8-bit pixels), ``bnn_mvau`` (MVAU, PE x SIMD, XNOR-popcount or
+  integer dot product, FC or conv: one vector per output pixel, weight ROM in
+  FINN's hardware layout), ``bnn_swg`` (sliding-window generator),
+  ``bnn_maxpool``, ``bnn_label_select``, ``bnn_dwc`` (width converter),
+  ``bnn_fifo``. The conv-to-FC flatten is no unit: the last conv layer's pixels
+  (1 x 1 in CNV) are the FC layer's vector, the same bits in the same order;
 - ``<layer>_weights.mem`` / ``<layer>_thresholds.mem``: the memories for
   ``$readmemh``, one word per line (read at elaboration by Yosys, at start-up
   by the Verilator model, so a changed memory needs no recompile);
@@ -42,7 +45,8 @@ from flow.files import sha256_file, staged_dir
 from flow.hls import HLS_TEMPLATES, axis_bytes, c_identifier, pad8
 
 RTL_TEMPLATES = HLS_TEMPLATES / "rtl"
-MODULES = ("bnn_fifo.sv", "bnn_dwc.sv", "bnn_thresholding.sv", "bnn_mvau_xnor.sv", "bnn_label_select.sv")
+MODULES = ("bnn_fifo.sv", "bnn_dwc.sv", "bnn_thresholding.sv", "bnn_mvau.sv", "bnn_swg.sv", "bnn_maxpool.sv",
+           "bnn_label_select.sv")
 SPEC = "rtl.json"
 MIN_FIFO_DEPTH = 2
 # FINN's stitched-IP block design name; the same for every build, so builds of one folding
@@ -97,18 +101,22 @@ def threshold_memory(hw_dir: Path, spec: dict, rows: int) -> tuple[np.ndarray, i
     return memory, signed_bits(memory)
 
 
-def weight_words(hw_dir: Path, spec: dict) -> list[int]:
-    """WMEM words of PE x SIMD bits: PE p's lane s (column f * SIMD + s of row n * PE + p) at bit p * SIMD + s."""
+def weight_words(hw_dir: Path, spec: dict) -> tuple[list[int], int]:
+    """WMEM words of PE x SIMD lanes of WBITS bits, and WBITS: PE p's lane s (column f * SIMD + s of
+    row n * PE + p) at bits (p * SIMD + s) * WBITS, two's complement for signed weight types."""
     from flow.emulate import unpack_memory
 
     pe, simd, wmem = spec["PE"], spec["SIMD"], spec["WMEM"]
+    memory_dt = dtype_of(spec["weight_memory_dtype"])
+    wbits = memory_dt.bitwidth()
     packed = np.load(hw_dir / spec["files"]["weights"], allow_pickle=False)
-    if packed.shape != (pe, wmem, -(-simd // 8)) or packed.dtype != np.uint8:
+    if packed.shape != (pe, wmem, -(-simd * wbits // 8)) or packed.dtype != np.uint8:
         raise FlowError(f"{hw_dir / spec['files']['weights']}: {packed.dtype} {packed.shape}, expected uint8 PE x WMEM x bytes")
-    lanes = np.flip(unpack_memory(packed, dtype_of("BINARY"), (pe, wmem, simd)), axis=-1).astype(np.uint8)
-    bits = lanes.transpose(1, 0, 2).reshape(wmem, pe * simd)  # address x (pe, lane)
+    lanes = np.flip(unpack_memory(packed, memory_dt, (pe, wmem, simd)), axis=-1).astype(np.int64)
+    fields = lanes.transpose(1, 0, 2).reshape(wmem, pe * simd) & ((1 << wbits) - 1)  # address x (pe, lane)
+    bits = ((fields[..., None] >> np.arange(wbits)) & 1).astype(np.uint8).reshape(wmem, -1)
     as_bytes = np.packbits(bits, axis=-1, bitorder="little")
-    return [int.from_bytes(row.tobytes(), "little") for row in as_bytes]
+    return [int.from_bytes(row.tobytes(), "little") for row in as_bytes], wbits
 
 
 def weight_ram_style(spec: dict) -> str:
@@ -136,28 +144,23 @@ def layer_unit(hw_dir: Path, spec: dict, files: dict[str, str]) -> tuple[str, di
             THRESH_FILE=f'"{name}_thresholds.mem"',
         )
     if kind == "mvau":
-        if not spec["binary_xnor"]:
-            raise UnsupportedLayer(f"layer '{name}': binary_xnor is false (input {spec['input_dtype']}, weights "
-                            f"{spec['weight_dtype']}): the RTL MVAU is XNOR-popcount only")
-        pixels = int(np.prod(spec["input_shape"][:-1]))
-        if pixels != 1:
-            raise UnsupportedLayer(f"layer '{name}': input_shape {spec['input_shape']}: the RTL covers fully connected layers (one vector per image)")
-        acc = dtype_of(spec["accumulator_dtype"])
-        mw = spec["MW"]
-        # the popcount's width, unless the build's accumulator type is narrower: then it wraps as that type
-        fits = acc.min() <= 0 and acc.max() >= mw
-        acc_bits, acc_signed = (ceil_log2(mw + 1), 0) if fits else (acc.bitwidth(), int(acc.signed()))
-        files[f"{name}_weights.mem"] = hex_lines(weight_words(hw_dir, spec), spec["PE"] * spec["SIMD"])
-        params = dict(
-            MW=mw, MH=spec["MH"], SIMD=spec["SIMD"], PE=spec["PE"], ACC_BITS=acc_bits, ACC_SIGNED=acc_signed,
-            STEPS=0, TBITS=2, OBITS=odt.bitwidth(), ACT_VAL=spec["act_val"], WEIGHT_FILE=f'"{name}_weights.mem"',
-            THRESH_FILE='""', RAM_STYLE=f'"{weight_ram_style(spec)}"',
+        return mvau_unit(hw_dir, spec, files)
+    if kind == "sliding_window":
+        idt = dtype_of(spec["input_dtype"])
+        if spec["channels"] % spec["SIMD"]:
+            raise UnsupportedLayer(f"layer '{name}': SIMD = {spec['SIMD']} does not divide {spec['channels']} channels")
+        return "bnn_swg", dict(
+            IH=spec["input_dim"][0], IW=spec["input_dim"][1], CHANNELS=spec["channels"], SIMD=spec["SIMD"],
+            EBITS=idt.bitwidth(), K=spec["kernel"], STRIDE=spec["stride"], BUFFER=swg_buffer(spec),
         )
-        if not spec["no_activation"]:
-            memory, tbits = threshold_memory(hw_dir, spec, spec["MH"])
-            files[f"{name}_thresholds.mem"] = hex_lines([int(v) for v in memory.reshape(-1)], tbits)
-            params.update(STEPS=spec["steps"], TBITS=tbits, THRESH_FILE=f'"{name}_thresholds.mem"')
-        return "bnn_mvau_xnor", params
+    if kind == "maxpool":
+        idt = dtype_of(spec["input_dtype"])
+        window = int(np.prod(spec["kernel"]))
+        if spec["input_shape"][-1] != window * spec["channels"]:
+            raise UnsupportedLayer(f"layer '{name}': input_shape {spec['input_shape']} is not a {spec['kernel']} window "
+                                   f"of {spec['channels']} channels per pixel")
+        return "bnn_maxpool", dict(CHANNELS=spec["channels"], PE=spec["PE"], WINDOW=window, IBITS=idt.bitwidth(),
+                                   ISIGNED=int(idt.signed()))
     if kind == "labelselect":
         if spec["K"] != 1:
             raise UnsupportedLayer(f"layer '{name}': K = {spec['K']}: the RTL label select returns the top label only (K = 1)")
@@ -165,8 +168,52 @@ def layer_unit(hw_dir: Path, spec: dict, files: dict[str, str]) -> tuple[str, di
         return "bnn_label_select", dict(
             LABELS=spec["labels"], PE=spec["PE"], IBITS=idt.bitwidth(), ISIGNED=int(idt.signed()), OBITS=odt.bitwidth()
         )
-    raise UnsupportedLayer(f"layer '{name}': kind {kind}: the RTL covers the MLPs (thresholding, XNOR MVAU, label select); "
-                    "convolutional layers are not supported yet")
+    raise UnsupportedLayer(f"layer '{name}': kind {kind}: the RTL covers thresholding, MVAU, sliding window, "
+                           "max-pool and label select")
+
+
+def mvau_unit(hw_dir: Path, spec: dict, files: dict[str, str]) -> tuple[str, dict]:
+    """An MVAU, FC or conv (one vector per output pixel): XNOR-popcount or integer dot product."""
+    name = spec["name"]
+    odt, idt, acc = dtype_of(spec["output_dtype"]), dtype_of(spec["input_dtype"]), dtype_of(spec["accumulator_dtype"])
+    mw, xnor = spec["MW"], spec["binary_xnor"]
+    if not idt.is_integer():
+        raise UnsupportedLayer(f"layer '{name}': input_dtype {idt.name}: the RTL MVAU takes integer or binary inputs")
+    if xnor and acc.min() <= 0 and acc.max() >= mw:
+        acc_bits, acc_signed = ceil_log2(mw + 1), 0  # the popcount's width
+    else:  # the build's accumulator type: it wraps as that type (ap_int) when too narrow
+        acc_bits, acc_signed = acc.bitwidth(), int(acc.signed())
+    words, wbits = weight_words(hw_dir, spec)
+    files[f"{name}_weights.mem"] = hex_lines(words, spec["PE"] * spec["SIMD"] * wbits)
+    memory_dt = dtype_of(spec["weight_memory_dtype"])
+    params = dict(
+        MW=mw, MH=spec["MH"], SIMD=spec["SIMD"], PE=spec["PE"], XNOR=int(xnor), IBITS=idt.bitwidth(),
+        ISIGNED=int(idt.signed()), IBIPOLAR=int(idt.name == "BIPOLAR" and not xnor), WBITS=wbits,
+        WSIGNED=int(memory_dt.signed()), WBIPOLAR=int(spec["bipolar_weights"] and not xnor),
+        # FINN's resType (the HLS MVAU's default: LUTs); builds before it was recorded: the default
+        RES_TYPE=f'"{"dsp" if spec.get("res_type", "lut") == "dsp" and not xnor else "lut"}"',
+        ACC_BITS=acc_bits, ACC_SIGNED=acc_signed, STEPS=0, TBITS=2, OBITS=odt.bitwidth(), ACT_VAL=spec["act_val"],
+        WEIGHT_FILE=f'"{name}_weights.mem"', THRESH_FILE='""', RAM_STYLE=f'"{weight_ram_style(spec)}"',
+    )
+    if not spec["no_activation"]:
+        memory, tbits = threshold_memory(hw_dir, spec, spec["MH"])
+        files[f"{name}_thresholds.mem"] = hex_lines([int(v) for v in memory.reshape(-1)], tbits)
+        params.update(STEPS=spec["steps"], TBITS=tbits, THRESH_FILE=f'"{name}_thresholds.mem"')
+    return "bnn_mvau", params
+
+
+def swg_buffer(spec: dict) -> int:
+    """The sliding window's ring: one window's span plus the step from an image's last window to
+    the next image's first, so the next image streams in while the last windows leave."""
+    (ih, iw), k, stride = spec["input_dim"], spec["kernel"], spec["stride"]
+    cf = spec["channels"] // spec["SIMD"]
+    oh, ow = (ih - k) // stride + 1, (iw - k) // stride + 1
+    if [oh, ow] != list(spec["output_dim"]):
+        raise UnsupportedLayer(f"layer '{spec['name']}': output_dim {spec['output_dim']} != {[oh, ow]}: the RTL "
+                               "sliding window has no padding")
+    span = ((k - 1) * iw + k) * cf
+    step_to_next_image = ih * iw * cf - ((oh - 1) * stride * iw + (ow - 1) * stride) * cf
+    return span + step_to_next_image
 
 
 def layer_streams(spec: dict) -> tuple[int, int, int, int]:
@@ -180,9 +227,11 @@ def check_widths(spec: dict, module: str, params: dict) -> None:
     """The unit's port widths must be the build's stream widths (the folding is one the RTL supports)."""
     name = spec["name"]
     in_bits, _, out_bits, _ = layer_streams(spec)
-    expected_in = {"bnn_thresholding": params.get("PE", 0) * params.get("IBITS", 0), "bnn_mvau_xnor": params.get("SIMD"),
-                   "bnn_label_select": params.get("PE", 0) * params.get("IBITS", 0)}[module]
-    expected_out = params["OBITS"] if module == "bnn_label_select" else params["PE"] * params["OBITS"]
+    lanes = {"bnn_thresholding": ("PE", "IBITS", "PE", "OBITS"), "bnn_mvau": ("SIMD", "IBITS", "PE", "OBITS"),
+             "bnn_swg": ("SIMD", "EBITS", "SIMD", "EBITS"), "bnn_maxpool": ("PE", "IBITS", "PE", "IBITS"),
+             "bnn_label_select": ("PE", "IBITS", None, "OBITS")}[module]
+    expected_in = params[lanes[0]] * params[lanes[1]]
+    expected_out = (params[lanes[2]] if lanes[2] else 1) * params[lanes[3]]
     if in_bits != expected_in:
         raise FlowError(f"layer '{name}': instream_width {in_bits} != {expected_in} the RTL unit reads")
     if out_bits != expected_out:
@@ -211,15 +260,16 @@ def connect(port: str, stream: Stream) -> str:
             f".{port}_tdata({stream.name}_tdata)")
 
 
-def dwc_instance(src: Stream, dst_bits: int, name: str) -> tuple[str, Stream]:
-    """A width converter from ``src`` to ``dst_bits``-bit words (none when equal)."""
+def dwc_instance(src: Stream, dst_bits: int, name: str, clock: str = "clk", reset: str = "rst_n") -> tuple[str, Stream]:
+    """A width converter from ``src`` to ``dst_bits``-bit words (none when equal); ``clock``, ``reset``:
+    the module's own (a layer wrapper's ``clk``, ``rst_n``; the top's ``ap_clk``, ``ap_rst_n``)."""
     if src.bits == dst_bits:
         return "", src
     total = src.bits * src.words_per_image
     if total % dst_bits:
         raise FlowError(f"stream {src.name}: {src.words_per_image} x {src.bits} bits per image do not fill whole {dst_bits}-bit words")
     dst = Stream(f"{name}", dst_bits, total // dst_bits, src.producer, src.element_bits, src.elements)
-    code = (stream_decl(dst) + f"    bnn_dwc #(.IW({src.bits}), .OW({dst_bits})) {name}_dwc (.clk(clk), .rst_n(rst_n), "
+    code = (stream_decl(dst) + f"    bnn_dwc #(.IW({src.bits}), .OW({dst_bits})) {name}_dwc (.clk({clock}), .rst_n({reset}), "
             f"{connect('s', src)}, {connect('m', dst)});\n")
     return code, dst
 
@@ -337,7 +387,7 @@ def generate(hw_dir: Path, top: str, dma_width_bits: int) -> tuple[Design, dict[
     out_axis_bits = 8 * axis_bytes(out_bytes, dma_width_bits // 8)
     code, stream = repad_instance(stream, pad8(stream.bits), "out_padded")
     body += code
-    code, stream = dwc_instance(stream, out_axis_bits, "out_words")
+    code, stream = dwc_instance(stream, out_axis_bits, "out_words", "ap_clk", "ap_rst_n")
     body += code
     out_axis_words = out_bytes * 8 // out_axis_bits
     body += (f"    assign m_axis_0_tvalid = {stream.name}_tvalid;\n    assign {stream.name}_tready = m_axis_0_tready;\n"

@@ -127,7 +127,7 @@ def run_model(executable: Path, spec: dict, rtl_dir: Path, packed: np.ndarray, s
     args = [
         str(executable), str(input_path), str(work), str(images), str(spec["in_axis_words"]), str(spec["in_axis_bits"] // 8),
         str(spec["out_axis_words"]), str(spec["out_axis_bits"] // 8), str(stall), str(stall), str(SEED), str(bound),
-        f"{spec['trace_bits']}/{len(spec['streams'])}",
+        ",".join(f"{stream['bits']}:{stream['words_per_image']}" for stream in spec["streams"]),
     ]
     start = time.time()
     result = subprocess.run(args, capture_output=True, text=True, cwd=rtl_dir)  # $readmemh paths are relative
@@ -162,11 +162,11 @@ def run_model(executable: Path, spec: dict, rtl_dir: Path, packed: np.ndarray, s
             "cycles": values["cycles"], "seconds": seconds, "deadlock": deadlock}
 
 
-def stream_values(trace: np.ndarray, stream: dict, trace_bits: int, images: int, dtype_name: str) -> np.ndarray:
-    """A traced stream's words -> images x elements integers in FINN's value convention."""
+def stream_values(trace: np.ndarray, stream: dict, images: int, dtype_name: str) -> np.ndarray:
+    """A traced stream's words (ceil(bits / 8) bytes each) -> images x elements integers in FINN's value convention."""
     from qonnx.core.datatype import DataType
 
-    word_bytes = -(-trace_bits // 8)
+    word_bytes = -(-stream["bits"] // 8)
     words = trace.reshape(-1, word_bytes)
     bits = np.unpackbits(words, axis=1, bitorder="little")[:, : stream["bits"]]
     per_image = stream["words_per_image"] * stream["bits"]
@@ -190,7 +190,7 @@ def layer_comparison(spec: dict, run: dict, images: np.ndarray, emulator) -> dic
     layers = {}
     for layer in spec["layers"]:
         stream = streams[layer["output_stream"]]
-        actual = stream_values(run["traces"][stream["name"]], stream, spec["trace_bits"], len(images), layer["output_dtype"])
+        actual = stream_values(run["traces"][stream["name"]], stream, len(images), layer["output_dtype"])
         reference = expected[layer["name"]].astype(np.int64)
         entry = {"compared": True, "mismatched_images": 0, "first_difference": None}
         if actual.shape != reference.shape:

@@ -4,14 +4,17 @@
 // random stalls on both ends: s_axis_0_tvalid is held low with probability IN_STALL and
 // m_axis_0_tready with probability OUT_STALL each cycle (xorshift, fixed seed).
 // Writes OUT_DIR/output.bin (the output bytes), OUT_DIR/trace_<stream>.bin (every word
-// of every stream, ceil(bits / 8) little-endian bytes each, from the top's DPI trace),
+// of every stream, ceil(its bits / 8) little-endian bytes each, from the top's DPI trace),
 // OUT_DIR/stats.txt (cycles, per-image input start and output end cycles, FIFO maxima)
 // and, when no output word leaves for BOUND cycles, OUT_DIR/deadlock.txt (each stream's
 // valid, ready and how long it has been blocked) with exit status 3.
+// After the last output word it keeps clocking until every stream has carried its words
+// of every image (a layer may still read input no output depends on, e.g. the rows a
+// strided window skips), or no stream moves for BOUND cycles.
 //
 // Compiled with -DTOP_HEADER='"Vtop.h"' -DTOP_CLASS=Vtop; its arguments:
 //   input.bin out_dir images in_words in_word_bytes out_words out_word_bytes
-//   in_stall out_stall seed bound
+//   in_stall out_stall seed bound streams (bits:words per image of each, comma-separated)
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -31,10 +34,13 @@ struct Trace {
     std::vector<uint8_t> bytes;
 };
 std::map<int, Trace> traces;
+std::vector<int> stream_bytes;           // bytes a traced word of each stream takes
+std::vector<long> stream_words;          // words per image of each stream
+std::vector<long> stream_count(64, 0);   // words each stream has carried
+uint64_t last_transfer = 0;
 std::map<int, std::pair<int, int>> fifo_max;  // id -> (depth, occupancy)
 std::vector<uint64_t> blocked_since(64, 0);   // cycle since which valid && !ready, 0 = not blocked
 std::vector<int> last_valid(64, 0), last_ready(64, 0);
-int trace_bytes = 0;
 int streams = 0;
 uint64_t cycle = 0;
 
@@ -73,7 +79,9 @@ bool bit_of(const svBitVecVal *v, int i) { return (v[i / 32] >> (i % 32)) & 1; }
 
 extern "C" void rtlsim_word(int stream, const svBitVecVal *data) {
     std::vector<uint8_t> &out = traces[stream].bytes;
-    for (int i = 0; i < trace_bytes; i++) out.push_back((data[i / 4] >> (8 * (i % 4))) & 0xff);
+    for (int i = 0; i < stream_bytes[stream]; i++) out.push_back((data[i / 4] >> (8 * (i % 4))) & 0xff);
+    stream_count[stream]++;
+    last_transfer = cycle;
 }
 
 extern "C" void rtlsim_cycle(const svBitVecVal *valid, const svBitVecVal *ready) {
@@ -91,7 +99,7 @@ extern "C" void rtlsim_fifo_max(int id, int depth, int occupancy) { fifo_max[id]
 int main(int argc, char **argv) {
     if (argc != 13) {
         std::fprintf(stderr, "usage: %s input.bin out_dir images in_words in_word_bytes out_words out_word_bytes "
-                             "in_stall out_stall seed bound trace_bits/streams\n", argv[0]);
+                             "in_stall out_stall seed bound bits:words,bits:words,...\n", argv[0]);
         return 2;
     }
     const std::string input_path = argv[1], out_dir = argv[2];
@@ -101,8 +109,16 @@ int main(int argc, char **argv) {
     const double in_stall = std::atof(argv[8]), out_stall = std::atof(argv[9]);
     rng_state ^= std::strtoull(argv[10], nullptr, 10) * 0x9E3779B97F4A7C15ull;
     const uint64_t bound = std::strtoull(argv[11], nullptr, 10);
-    std::sscanf(argv[12], "%d/%d", &trace_bytes, &streams);
-    trace_bytes = (trace_bytes + 7) / 8;
+    for (const char *p = argv[12]; *p;) {
+        int bits = 0;
+        long words = 0;
+        std::sscanf(p, "%d:%ld", &bits, &words);
+        stream_bytes.push_back((bits + 7) / 8);
+        stream_words.push_back(words);
+        while (*p && *p != ',') p++;
+        if (*p == ',') p++;
+    }
+    streams = static_cast<int>(stream_bytes.size());
 
     std::vector<uint8_t> input(images * in_words * in_word_bytes);
     FILE *f = std::fopen(input_path.c_str(), "rb");
@@ -130,7 +146,13 @@ int main(int argc, char **argv) {
     long sent = 0, received = 0;
     uint64_t last_output = 0;
     bool deadlock = false;
-    while (received < out_total) {
+    auto streams_done = [&]() {
+        for (int s = 0; s < streams; s++)
+            if (stream_count[s] < images * stream_words[s]) return false;
+        return true;
+    };
+    while (received < out_total || !streams_done()) {
+        if (received == out_total && cycle - last_transfer > bound) break;  // a stream stopped short: the layer check shows it
         cycle++;
         bool offer = sent < in_total && uniform() >= in_stall;
         top->s_axis_0_tvalid = offer;
@@ -151,7 +173,7 @@ int main(int argc, char **argv) {
             if (received % out_words == 0) out_end[received / out_words - 1] = cycle;
             last_output = cycle;
         }
-        if (cycle - last_output > bound) {
+        if (received < out_total && cycle - last_output > bound) {
             deadlock = true;
             break;
         }
