@@ -279,12 +279,13 @@ def synth(run_dir):
 @click.option("--kind", "kinds", multiple=True, help="Calibrate only this layer kind (repeatable) [default: all]; the others are kept.")
 @click.option("--family", "family_name", default="xc7", show_default=True, help="synth_xilinx family: xc7 (Zynq-7000) or xcup (Zynq UltraScale+).")
 @click.option("--data", "data_file", type=click.Path(path_type=Path), default=None, help="The calibration file [default: flow/cost_model_synth.json].")
-def calibrate(kinds, family_name, data_file):
+@click.option("--refit", is_flag=True, help="Fit the stored Yosys samples again (after changing a kind's terms), no synthesis.")
+def calibrate(kinds, family_name, data_file, refit):
     """Synthesize each layer kind's sweep with Yosys and fit the --cost-model synth coefficients (many minutes)."""
     from flow.cost_model import DATA_FILE
     from flow.cost_model import calibrate as run_calibrate
 
-    run_calibrate(list(kinds) or None, family_name, data_file or DATA_FILE)
+    run_calibrate(list(kinds) or None, family_name, data_file or DATA_FILE, refit)
     click.echo(f"wrote {data_file or DATA_FILE}")
 
 

@@ -106,7 +106,7 @@ def random_thresholds(rng: random.Random, rows: int, steps: int, low: int, high:
     return [t for _ in range(rows) for t in sorted(rng.randint(low, high) for _ in range(steps))]
 
 
-# ---- bnn_mvau_xnor
+# ---- bnn_mvau: XNOR-popcount (binary layers) and integer dot product (the first conv layer)
 
 
 def mvau_shape(p: dict) -> tuple[int, int, int]:
@@ -114,62 +114,136 @@ def mvau_shape(p: dict) -> tuple[int, int, int]:
     return sf, nf, sf * nf
 
 
-def mvau_params(mw, mh, simd, pe, steps=1, ram="block") -> dict:
+def xnor_params(mw, mh, simd, pe, steps=1, ram="block") -> dict:
     acc = ceil_log2(mw + 1)
-    return dict(MW=mw, MH=mh, SIMD=simd, PE=pe, ACC_BITS=acc, ACC_SIGNED=0, STEPS=steps,
+    return dict(MW=mw, MH=mh, SIMD=simd, PE=pe, XNOR=1, IBITS=1, ISIGNED=0, IBIPOLAR=0, WBITS=1, WSIGNED=0,
+                WBIPOLAR=0, RES_TYPE="lut", ACC_BITS=acc, ACC_SIGNED=0, STEPS=steps,
                 TBITS=signed_bits(0, mw + 1) if steps else 2, OBITS=ceil_log2(steps + 1) if steps else acc,
                 ACT_VAL=0, RAM_STYLE=ram)
 
 
-def mvau_sweep() -> list[dict]:
+def integer_params(mw, mh, simd, pe, res="lut", wbits=1, steps=1, ram="block") -> dict:
+    """8-bit unsigned pixels x bipolar (wbits 1) or signed weights."""
+    largest = 255 * mw * (1 if wbits == 1 else 1 << (wbits - 1))
+    acc = signed_bits(-largest, largest)
+    return dict(MW=mw, MH=mh, SIMD=simd, PE=pe, XNOR=0, IBITS=8, ISIGNED=0, IBIPOLAR=0, WBITS=wbits,
+                WSIGNED=int(wbits > 1), WBIPOLAR=int(wbits == 1), RES_TYPE=res, ACC_BITS=acc, ACC_SIGNED=1,
+                STEPS=steps, TBITS=acc + 1 if steps else 2, OBITS=ceil_log2(steps + 1) if steps else acc,
+                ACT_VAL=0, RAM_STYLE=ram)
+
+
+def xnor_sweep() -> list[dict]:
     # the MLP layers as built (TFC, SFC, LFC on the PYNQ-Z2), CNV's XNOR layers' shapes,
     # and foldings around them: lanes 1..2048, SF and NF 1..256, with and without thresholds
     return [
-        mvau_params(784, 64, 16, 32), mvau_params(64, 64, 64, 1), mvau_params(64, 10, 8, 1, 0),
-        mvau_params(784, 256, 16, 128), mvau_params(256, 256, 256, 4), mvau_params(256, 10, 32, 1, 0),
-        mvau_params(784, 1024, 784, 2), mvau_params(1024, 1024, 1024, 2), mvau_params(1024, 10, 4, 5, 0),
-        mvau_params(576, 64, 32, 16), mvau_params(1152, 128, 64, 8), mvau_params(2304, 256, 32, 32),
-        mvau_params(576, 128, 576, 1), mvau_params(256, 256, 8, 8), mvau_params(1024, 64, 4, 4),
-        mvau_params(64, 64, 1, 1), mvau_params(784, 64, 49, 64), mvau_params(512, 512, 128, 16),
-        mvau_params(256, 64, 32, 4, 3), mvau_params(64, 64, 16, 16, 3), mvau_params(64, 10, 64, 10, 0),
-        mvau_params(128, 256, 128, 8), mvau_params(4608, 64, 64, 2),
-        mvau_params(64, 64, 8, 8, 1, "distributed"), mvau_params(64, 10, 8, 1, 0, "distributed"),
-        mvau_params(256, 64, 16, 16, 1, "distributed"), mvau_params(128, 128, 32, 4, 1, "distributed"),
-        mvau_params(784, 64, 16, 32, 1, "distributed"), mvau_params(256, 256, 64, 16, 1, "distributed"),
+        xnor_params(784, 64, 16, 32), xnor_params(64, 64, 64, 1), xnor_params(64, 10, 8, 1, 0),
+        xnor_params(784, 256, 16, 128), xnor_params(256, 256, 256, 4), xnor_params(256, 10, 32, 1, 0),
+        xnor_params(784, 1024, 784, 2), xnor_params(1024, 10, 4, 5, 0),
+        xnor_params(576, 64, 32, 16), xnor_params(1152, 128, 64, 8), xnor_params(2304, 256, 32, 32),
+        xnor_params(576, 128, 576, 1), xnor_params(256, 256, 8, 8), xnor_params(1024, 64, 4, 4),
+        xnor_params(64, 64, 1, 1), xnor_params(256, 64, 32, 4, 3), xnor_params(64, 64, 16, 16, 3),
+        xnor_params(64, 10, 64, 10, 0), xnor_params(128, 256, 128, 8),
+        xnor_params(64, 64, 8, 8, 1, "distributed"), xnor_params(64, 10, 8, 1, 0, "distributed"),
+        xnor_params(256, 64, 16, 16, 1, "distributed"), xnor_params(128, 128, 32, 4, 1, "distributed"),
+        xnor_params(784, 64, 16, 32, 1, "distributed"),
     ]
 
 
-def mvau_terms(p: dict) -> dict[str, float]:
+def integer_sweep() -> list[dict]:
+    # CNV's first layer: 3 x 3 x 1 (fashion-mnist32) or 3 x 3 x 3 (RGB) pixels into 64 channels
+    return [
+        integer_params(9, 64, 9, 16), integer_params(9, 64, 9, 16, "dsp"), integer_params(9, 64, 3, 64),
+        integer_params(9, 64, 9, 64, "dsp"), integer_params(9, 64, 1, 8), integer_params(27, 64, 27, 4),
+        integer_params(27, 64, 27, 4, "dsp"), integer_params(27, 64, 3, 16, "dsp"), integer_params(27, 64, 9, 32),
+        integer_params(9, 16, 9, 1), integer_params(9, 64, 9, 32, "lut", 2), integer_params(75, 32, 25, 8, "dsp"),
+        integer_params(9, 64, 9, 8, "lut", 1, 1, "distributed"),
+    ]
+
+
+def mvau_common_terms(p: dict, bits_per_lane: int) -> dict[str, float]:
     sf, nf, wmem = mvau_shape(p)
     lanes = p["PE"] * p["SIMD"]
     distributed = p["RAM_STYLE"] == "distributed"
     thresholds = p["PE"] * p["STEPS"] * p["TBITS"]
+    word = p["SIMD"] * p["IBITS"]
     return {
-        "lanes": lanes,  # XNOR + popcount compressor tree, PE x SIMD
+        "lanes": lanes * bits_per_lane,  # XNOR + popcount tree, or the products' adder tree
         "accumulators": p["PE"] * p["ACC_BITS"],
         "threshold_compare": thresholds,  # against a constant (NF = 1) or the threshold ROM's word
         "threshold_rom": thresholds * math.ceil(nf / 64) if nf > 1 else 0,  # NF-deep ROM per bit
-        "weight_lutrom": lanes * math.ceil(wmem / 64) if distributed else 0,  # LUT6 = 64 x 1 ROM
-        "weight_register": lanes if distributed else 0,  # a BRAM keeps its read register inside
-        "input_buffer": p["SIMD"] * lutram_luts_per_bit(sf) if sf > 1 else p["SIMD"],  # the replay buffer
+        "weight_lutrom": lanes * p["WBITS"] * math.ceil(wmem / 64) if distributed else 0,  # LUT6 = 64 x 1 ROM
+        "weight_register": lanes * p["WBITS"] if distributed else 0,  # a BRAM keeps its read register inside
+        "input_buffer": word * lutram_luts_per_bit(sf) if sf > 1 else word,  # the replay buffer
         "output": p["PE"] * p["OBITS"],
         "counters": ceil_log2(wmem) + ceil_log2(sf) + ceil_log2(nf),
         "constant": 1,
     }
 
 
+def xnor_terms(p: dict) -> dict[str, float]:
+    return mvau_common_terms(p, 1)
+
+
+def integer_terms(p: dict) -> dict[str, float]:
+    dsp = p["RES_TYPE"] == "dsp"
+    lut_product_bits = p["IBITS"] + (p["WBITS"] if p["WBITS"] > 1 else 1)
+    return mvau_common_terms(p, 0 if dsp else lut_product_bits) | {
+        "dsp_products": p["PE"] * p["SIMD"] if dsp else 0,  # a DSP48 per product, its sum in LUTs
+        "dsp_sum": p["PE"] * p["SIMD"] * p["ACC_BITS"] if dsp else 0,
+    }
+
+
 def mvau_bram18(p: dict) -> int:
     _, _, wmem = mvau_shape(p)
-    return rom_bram18(wmem, p["PE"] * p["SIMD"]) if p["RAM_STYLE"] == "block" else 0
+    return rom_bram18(wmem, p["PE"] * p["SIMD"] * p["WBITS"]) if p["RAM_STYLE"] == "block" else 0
 
 
 def mvau_memories(p: dict, rng: random.Random) -> dict[str, str]:
     _, nf, wmem = mvau_shape(p)
-    bits = p["PE"] * p["SIMD"]
+    bits = p["PE"] * p["SIMD"] * p["WBITS"]
     files = {"WEIGHT_FILE": hex_memory([rng.getrandbits(bits) for _ in range(wmem)], bits)}
     if p["STEPS"]:
-        files["THRESH_FILE"] = hex_memory(random_thresholds(rng, p["PE"] * nf, p["STEPS"], 0, p["MW"] + 1), p["TBITS"])
+        low, high = (0, p["MW"] + 1) if p["XNOR"] else (-(1 << (p["TBITS"] - 2)), (1 << (p["TBITS"] - 2)))
+        files["THRESH_FILE"] = hex_memory(random_thresholds(rng, p["PE"] * nf, p["STEPS"], low, high), p["TBITS"])
     return files
+
+
+def mvau_size(p: dict) -> int:
+    _, _, wmem = mvau_shape(p)
+    lanes = p["PE"] * p["SIMD"] * max(p["WBITS"], p["IBITS"])
+    return lanes + p["MW"] + (lanes * wmem // 16 if p["RAM_STYLE"] == "distributed" else 0)
+
+
+# ---- bnn_swg, bnn_maxpool
+
+
+def swg_params(size, channels, simd, ebits, k, stride) -> dict:
+    from flow.rtl import swg_buffer
+
+    out = (size - k) // stride + 1
+    spec = {"name": "sample", "input_dim": [size, size], "output_dim": [out, out], "kernel": k, "stride": stride,
+            "channels": channels, "SIMD": simd}
+    return dict(IH=size, IW=size, CHANNELS=channels, SIMD=simd, EBITS=ebits, K=k, STRIDE=stride, BUFFER=swg_buffer(spec))
+
+
+def swg_terms(p: dict) -> dict[str, float]:
+    word = p["SIMD"] * p["EBITS"]
+    return {
+        "ring": word * lutram_luts_per_bit(p["BUFFER"]),  # the window buffer in LUTRAM
+        "word": word,  # the output register and the read port's last mux level
+        "address": ceil_log2(p["BUFFER"]),  # ring pointers, modular adds, the held count
+        "counters": ceil_log2(p["IH"] * p["IW"] * p["CHANNELS"] // p["SIMD"]) + ceil_log2(p["K"] * p["CHANNELS"] // p["SIMD"]),
+        "constant": 1,
+    }
+
+
+def maxpool_terms(p: dict) -> dict[str, float]:
+    return {
+        "compare": p["PE"] * (p["IBITS"] + 1),
+        "running": p["CHANNELS"] * p["IBITS"],  # the running maxima of every channel fold
+        "counters": ceil_log2(p["CHANNELS"] // p["PE"]) + ceil_log2(p["WINDOW"]),
+        "constant": 1,
+    }
 
 
 # ---- bnn_thresholding
@@ -242,11 +316,10 @@ def fifo_terms(p: dict) -> dict[str, float]:
 
 def dwc_terms(p: dict) -> dict[str, float]:
     held = p["IW"] + p["OW"]
-    count_bits = ceil_log2(held + 1)
     return {
-        "shifter": held * count_bits,  # the input word shifted in at the held count
-        "buffer": held,
-        "counter": count_bits,
+        "buffer": held,  # each held bit: keep, shift out by OW, or take an input bit
+        "input_word": p["IW"],  # placed at the held count
+        "counter": ceil_log2(held + 1),
         "constant": 1,
     }
 
@@ -261,10 +334,28 @@ def no_bram(p: dict) -> int:
 
 KINDS: dict[str, Kind] = {
     "bnn_mvau_xnor": Kind(
-        "bnn_mvau_xnor", "XNOR-popcount MVAU (weight ROM, thresholds)", mvau_sweep, mvau_terms, mvau_bram18,
-        lambda p: (p["SIMD"], p["PE"] * p["OBITS"]), mvau_memories,
-        size=lambda p: p["PE"] * p["SIMD"] + p["MW"] + (p["PE"] * p["SIMD"] * mvau_shape(p)[2] // 16
-                                                         if p["RAM_STYLE"] == "distributed" else 0),
+        "bnn_mvau", "MVAU, XNOR-popcount (weight ROM, thresholds)", xnor_sweep, xnor_terms, mvau_bram18,
+        lambda p: (p["SIMD"] * p["IBITS"], p["PE"] * p["OBITS"]), mvau_memories, mvau_size,
+    ),
+    "bnn_mvau_integer": Kind(
+        "bnn_mvau", "MVAU, integer inputs x bipolar/integer weights (resType lut or dsp)", integer_sweep,
+        integer_terms, mvau_bram18, lambda p: (p["SIMD"] * p["IBITS"], p["PE"] * p["OBITS"]), mvau_memories, mvau_size,
+    ),
+    "bnn_swg": Kind(
+        "bnn_swg", "sliding-window generator (LUTRAM ring)",
+        lambda: [swg_params(*a) for a in ((32, 1, 1, 8, 3, 1), (32, 3, 3, 8, 3, 1), (30, 64, 1, 1, 3, 1),
+                                          (30, 64, 16, 1, 3, 1), (30, 64, 64, 1, 3, 1), (14, 64, 8, 1, 3, 1),
+                                          (12, 128, 32, 1, 3, 1), (5, 256, 4, 1, 3, 1), (28, 64, 64, 1, 2, 2),
+                                          (10, 128, 128, 1, 2, 2))],
+        swg_terms, no_bram, lambda p: (p["SIMD"] * p["EBITS"], p["SIMD"] * p["EBITS"]), no_memories,
+        size=lambda p: p["SIMD"] * p["EBITS"] * max(1, p["BUFFER"] // 64),
+    ),
+    "bnn_maxpool": Kind(
+        "bnn_maxpool", "max-pool over a window",
+        lambda: [dict(CHANNELS=c, PE=pe, WINDOW=w, IBITS=b, ISIGNED=sg) for c, pe, w, b, sg in (
+            (64, 1, 4, 1, 0), (64, 8, 4, 1, 0), (64, 64, 4, 1, 0), (128, 16, 4, 1, 0), (256, 1, 4, 1, 0),
+            (256, 32, 4, 1, 0), (64, 4, 4, 8, 1), (128, 128, 9, 1, 0))],
+        maxpool_terms, no_bram, lambda p: (p["PE"] * p["IBITS"], p["PE"] * p["IBITS"]), no_memories,
     ),
     "bnn_thresholding": Kind(
         "bnn_thresholding", "standalone thresholds", thresholding_sweep, thresholding_terms, no_bram,
@@ -393,9 +484,11 @@ def fit_kind(kind: Kind, samples: list[dict]) -> dict:
     return entry
 
 
-def calibrate(kind_names: list[str] | None = None, family_name: str = "xc7", data_file: Path = DATA_FILE) -> dict:
+def calibrate(kind_names: list[str] | None = None, family_name: str = "xc7", data_file: Path = DATA_FILE,
+              refit: bool = False) -> dict:
     """Synthesize the sweeps of ``kind_names`` (default: all), fit them, and write ``data_file``
-    (the other kinds and families already there are kept)."""
+    (the other kinds and families already there are kept). ``refit``: fit the stored samples
+    again (after a change of a kind's terms), no synthesis."""
     from flow.synth import yosys_command
     from flow.terminal import make_console
 
@@ -403,30 +496,39 @@ def calibrate(kind_names: list[str] | None = None, family_name: str = "xc7", dat
     unknown = [k for k in kind_names or [] if k not in KINDS]
     if unknown:
         raise FlowError(f"calibrate: unknown layer kind {unknown[0]!r} (known: {', '.join(KINDS)})")
-    data = json.loads(data_file.read_text()) if data_file.exists() else {}
-    if data.get("format") != FORMAT_VERSION:
-        data = {"format": FORMAT_VERSION, "families": {}}
-    family = data["families"].setdefault(family_name, {"kinds": {}})
-    family["tool"] = (f"{Path(yosys_command()[0]).name}: read_slang -j 1 --keep-hierarchy; "
-                      f"synth_xilinx -family {family_name} -noiopad -noclkbuf (flow.synth.run_yosys)")
+    def stored_family() -> tuple[dict, dict]:
+        data = json.loads(data_file.read_text()) if data_file.exists() else {}
+        if data.get("format") != FORMAT_VERSION:
+            data = {"format": FORMAT_VERSION, "families": {}}
+        return data, data["families"].setdefault(family_name, {"kinds": {}})
+
+    tool = (f"{Path(yosys_command()[0]).name}: read_slang -j 1 --keep-hierarchy; "
+            f"synth_xilinx -family {family_name} -noiopad -noclkbuf (flow.synth.run_yosys)")
     for name in kind_names or list(KINDS):
         kind = KINDS[name]
         rng = random.Random(SEED)
         sweep = kind.sweep()
         samples, seconds = [], 0.0
-        for index, run in enumerate(runs_of(kind, sweep)):
+        if refit:
+            stored = stored_family()[1]["kinds"].get(name, {})
+            if [s["params"] for s in stored.get("samples", [])] != sweep:
+                raise FlowError(f"{data_file}: the stored samples of {name} are not its sweep; calibrate it without --refit")
+            samples, seconds = stored["samples"], stored["yosys_seconds"]
+        for index, run in enumerate([] if refit else runs_of(kind, sweep)):
             counts, run_seconds = synthesize_samples(kind, run, family_name, rng)
             seconds += run_seconds
             samples += [{"params": params, "yosys": c} for params, c in zip(run, counts)]
             console.print(f"  calibrate {name}: Yosys run {index + 1} ({len(run)} samples) {run_seconds:.0f} s")
         entry = fit_kind(kind, samples)
         entry["yosys_seconds"] = round(seconds, 1)
+        data, family = stored_family()  # as it is now: only this kind's entry changes
+        family["tool"] = tool
         family["kinds"][name] = entry
         lut = entry["errors"]["LUT"]
         console.print(f"[bold]{name}[/]: {len(samples)} samples, LUT mean {lut['mean_relative_error']:.1%} "
                       f"max {lut['max_relative_error']:.1%}, BRAM_18K max |error| {entry['errors']['BRAM_18K']['max_absolute_error']:g}")
         write_json(data_file, data)  # after each kind: a long calibration keeps what it has
-    return data
+    return stored_family()[0]
 
 
 # --------------------------------------------------------------------------- prediction
@@ -474,37 +576,67 @@ def predict(kind_name: str, params: dict, family_name: str, data_file: Path = DA
 
 
 def unit_of(model, node, inst) -> tuple[str, dict] | None:
-    """(kind, parameters) of the RTL unit flow.rtl generates for a FINN node; None when no kind covers it."""
+    """(kind, parameters) of the RTL unit flow.rtl generates for a FINN node (the same parameters
+    as ``flow.rtl.layer_unit`` gives it); None when no calibrated kind covers it."""
+    from qonnx.core.datatype import DataType
+
+    from flow.artifacts import mvau_datatypes
     from flow.rtl import signed_bits as memory_bits
-    from flow.rtl import weight_ram_style
+    from flow.rtl import swg_buffer, weight_ram_style
 
     op = node.op_type
-    if op.startswith("MVAU") and inst.get_nodeattr("binaryXnorMode") == 1:
+    idt = inst.get_input_datatype(0)
+    if not idt.is_integer():
+        return None
+    odt = inst.get_output_datatype()
+    if op.startswith("MVAU"):
+        xnor, stored_wdt, acc, _ = mvau_datatypes(model, node, inst)
         mw, mh, simd, pe = (inst.get_nodeattr(a) for a in ("MW", "MH", "SIMD", "PE"))
-        acc = ceil_log2(mw + 1)
-        obits = inst.get_output_datatype().bitwidth()
-        params = dict(MW=mw, MH=mh, SIMD=simd, PE=pe, ACC_BITS=acc, ACC_SIGNED=0, STEPS=0, TBITS=2, OBITS=obits,
-                      ACT_VAL=0, RAM_STYLE=weight_ram_style({"mem_mode": inst.get_nodeattr("mem_mode"),
-                                                             "ram_style": inst.get_nodeattr("ram_style"),
-                                                             "WMEM": inst.calc_wmem()}))
+        if xnor and acc.min() <= 0 and acc.max() >= mw:
+            acc_bits, acc_signed = ceil_log2(mw + 1), 0
+        else:
+            acc_bits, acc_signed = acc.bitwidth(), int(acc.signed())
+        bipolar_weights = xnor or inst.get_input_datatype(1) == DataType["BIPOLAR"]
+        params = dict(
+            MW=mw, MH=mh, SIMD=simd, PE=pe, XNOR=int(xnor), IBITS=idt.bitwidth(), ISIGNED=int(idt.signed()),
+            IBIPOLAR=int(idt == DataType["BIPOLAR"] and not xnor), WBITS=stored_wdt.bitwidth(),
+            WSIGNED=int(stored_wdt.signed()), WBIPOLAR=int(bipolar_weights and not xnor),
+            RES_TYPE="dsp" if inst.get_nodeattr("resType") == "dsp" and not xnor else "lut",
+            ACC_BITS=acc_bits, ACC_SIGNED=acc_signed, STEPS=0, TBITS=2, OBITS=odt.bitwidth(), ACT_VAL=0,
+            RAM_STYLE=weight_ram_style({"mem_mode": inst.get_nodeattr("mem_mode"),
+                                        "ram_style": inst.get_nodeattr("ram_style"), "WMEM": inst.calc_wmem()}),
+        )
         if not inst.get_nodeattr("noActivation"):
             thresholds = model.get_initializer(node.input[2])
             params.update(STEPS=int(thresholds.shape[1]), TBITS=memory_bits(thresholds))
-        return "bnn_mvau_xnor", params
+        return ("bnn_mvau_xnor" if xnor else "bnn_mvau_integer"), params
     if op.startswith("Thresholding"):
-        idt = inst.get_input_datatype(0)
-        if not idt.is_integer():
-            return None
         thresholds = model.get_initializer(node.input[1])
         return "bnn_thresholding", dict(
             CHANNELS=inst.get_nodeattr("NumChannels"), PE=inst.get_nodeattr("PE"), IBITS=idt.bitwidth(),
             ISIGNED=int(idt.signed()), STEPS=inst.get_nodeattr("numSteps"), TBITS=memory_bits(thresholds),
-            OBITS=inst.get_output_datatype().bitwidth(), ACT_VAL=inst.get_nodeattr("ActVal"))
+            OBITS=odt.bitwidth(), ACT_VAL=inst.get_nodeattr("ActVal"))
+    if op.startswith("ConvolutionInputGenerator"):
+        kernel, stride = list(inst.get_nodeattr("ConvKernelDim")), list(inst.get_nodeattr("Stride"))
+        spec = {"name": node.name, "input_dim": list(inst.get_nodeattr("IFMDim")), "output_dim": list(inst.get_nodeattr("OFMDim")),
+                "kernel": kernel[0], "stride": stride[0], "channels": inst.get_nodeattr("IFMChannels"),
+                "SIMD": inst.get_nodeattr("SIMD")}
+        if len(set(kernel)) != 1 or len(set(stride)) != 1 or set(inst.get_nodeattr("Dilation")) != {1}:
+            return None
+        try:
+            buffer = swg_buffer(spec)
+        except FlowError:  # a window the RTL generator does not make (padding)
+            return None
+        (ih, iw) = spec["input_dim"]
+        return "bnn_swg", dict(IH=ih, IW=iw, CHANNELS=spec["channels"], SIMD=spec["SIMD"], EBITS=idt.bitwidth(),
+                               K=spec["kernel"], STRIDE=spec["stride"], BUFFER=buffer)
+    if op.startswith("Pool"):
+        return "bnn_maxpool", dict(CHANNELS=inst.get_nodeattr("Channels"), PE=inst.get_nodeattr("PE"),
+                                   WINDOW=int(np.prod(inst.get_nodeattr("KernelSize"))), IBITS=idt.bitwidth(),
+                                   ISIGNED=int(idt.signed()))
     if op.startswith("LabelSelect"):
-        idt = inst.get_input_datatype(0)
         return "bnn_label_select", dict(LABELS=inst.get_nodeattr("Labels"), PE=inst.get_nodeattr("PE"),
-                                        IBITS=idt.bitwidth(), ISIGNED=int(idt.signed()),
-                                        OBITS=inst.get_output_datatype().bitwidth())
+                                        IBITS=idt.bitwidth(), ISIGNED=int(idt.signed()), OBITS=odt.bitwidth())
     return None
 
 
