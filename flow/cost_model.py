@@ -114,22 +114,28 @@ def mvau_shape(p: dict) -> tuple[int, int, int]:
     return sf, nf, sf * nf
 
 
-def xnor_params(mw, mh, simd, pe, steps=1, ram="block") -> dict:
+def xnor_params(mw, mh, simd, pe, steps=1) -> dict:
     acc = ceil_log2(mw + 1)
     return dict(MW=mw, MH=mh, SIMD=simd, PE=pe, XNOR=1, IBITS=1, ISIGNED=0, IBIPOLAR=0, WBITS=1, WSIGNED=0,
                 WBIPOLAR=0, RES_TYPE="lut", ACC_BITS=acc, ACC_SIGNED=0, STEPS=steps,
                 TBITS=signed_bits(0, mw + 1) if steps else 2, OBITS=ceil_log2(steps + 1) if steps else acc,
-                ACT_VAL=0, RAM_STYLE=ram)
+                ACT_VAL=0, RAM_STYLE="block")
 
 
-def integer_params(mw, mh, simd, pe, res="lut", wbits=1, steps=1, ram="block") -> dict:
+def integer_params(mw, mh, simd, pe, res="lut", wbits=1, steps=1) -> dict:
     """8-bit unsigned pixels x bipolar (wbits 1) or signed weights."""
     largest = 255 * mw * (1 if wbits == 1 else 1 << (wbits - 1))
     acc = signed_bits(-largest, largest)
     return dict(MW=mw, MH=mh, SIMD=simd, PE=pe, XNOR=0, IBITS=8, ISIGNED=0, IBIPOLAR=0, WBITS=wbits,
                 WSIGNED=int(wbits > 1), WBIPOLAR=int(wbits == 1), RES_TYPE=res, ACC_BITS=acc, ACC_SIGNED=1,
                 STEPS=steps, TBITS=acc + 1 if steps else 2, OBITS=ceil_log2(steps + 1) if steps else acc,
-                ACT_VAL=0, RAM_STYLE=ram)
+                ACT_VAL=0, RAM_STYLE="block")
+
+
+# Weight ROMs in block RAM only: the folding search keeps FINN's default (internal_decoupled,
+# ram_style auto: block RAM), and Yosys finds no mapping for a distributed ROM of
+# bnn_mvau's shape ("no valid mapping found for memory ... lut_rom.weights"); a layer with a
+# distributed ROM is costed by FINN's estimate (unit_of).
 
 
 def xnor_sweep() -> list[dict]:
@@ -142,10 +148,8 @@ def xnor_sweep() -> list[dict]:
         xnor_params(576, 64, 32, 16), xnor_params(1152, 128, 64, 8), xnor_params(2304, 256, 32, 32),
         xnor_params(576, 128, 576, 1), xnor_params(256, 256, 8, 8), xnor_params(1024, 64, 4, 4),
         xnor_params(64, 64, 1, 1), xnor_params(256, 64, 32, 4, 3), xnor_params(64, 64, 16, 16, 3),
-        xnor_params(64, 10, 64, 10, 0), xnor_params(128, 256, 128, 8),
-        xnor_params(64, 64, 8, 8, 1, "distributed"), xnor_params(64, 10, 8, 1, 0, "distributed"),
-        xnor_params(256, 64, 16, 16, 1, "distributed"), xnor_params(128, 128, 32, 4, 1, "distributed"),
-        xnor_params(784, 64, 16, 32, 1, "distributed"),
+        xnor_params(64, 10, 64, 10, 0), xnor_params(128, 256, 128, 8), xnor_params(64, 10, 1, 1, 0),
+        xnor_params(1152, 256, 16, 64), xnor_params(2304, 512, 8, 16),
     ]
 
 
@@ -156,23 +160,22 @@ def integer_sweep() -> list[dict]:
         integer_params(9, 64, 9, 64, "dsp"), integer_params(9, 64, 1, 8), integer_params(27, 64, 27, 4),
         integer_params(27, 64, 27, 4, "dsp"), integer_params(27, 64, 3, 16, "dsp"), integer_params(27, 64, 9, 32),
         integer_params(9, 16, 9, 1), integer_params(9, 64, 9, 32, "lut", 2), integer_params(75, 32, 25, 8, "dsp"),
-        integer_params(9, 64, 9, 8, "lut", 1, 1, "distributed"),
+        integer_params(9, 64, 9, 64), integer_params(9, 16, 9, 16),
     ]
 
 
-def mvau_common_terms(p: dict, bits_per_lane: int) -> dict[str, float]:
+def mvau_common_terms(p: dict, bits_per_lane: int, constant_weights_fold: bool = True) -> dict[str, float]:
     sf, nf, wmem = mvau_shape(p)
-    lanes = p["PE"] * p["SIMD"]
-    distributed = p["RAM_STYLE"] == "distributed"
     thresholds = p["PE"] * p["STEPS"] * p["TBITS"]
     word = p["SIMD"] * p["IBITS"]
     return {
-        "lanes": lanes * bits_per_lane,  # XNOR + popcount tree, or the products' adder tree
+        # XNOR + popcount tree, or the products' adder tree; with one weight word (SF = NF = 1) the
+        # weights are constants that fold into the logic
+        "lanes": p["PE"] * p["SIMD"] * bits_per_lane if wmem > 1 or not constant_weights_fold else 0,
+        "lanes_constant_weights": p["PE"] * p["SIMD"] * bits_per_lane if wmem == 1 and constant_weights_fold else 0,
         "accumulators": p["PE"] * p["ACC_BITS"],
         "threshold_compare": thresholds,  # against a constant (NF = 1) or the threshold ROM's word
         "threshold_rom": thresholds * math.ceil(nf / 64) if nf > 1 else 0,  # NF-deep ROM per bit
-        "weight_lutrom": lanes * p["WBITS"] * math.ceil(wmem / 64) if distributed else 0,  # LUT6 = 64 x 1 ROM
-        "weight_register": lanes * p["WBITS"] if distributed else 0,  # a BRAM keeps its read register inside
         "input_buffer": word * lutram_luts_per_bit(sf) if sf > 1 else word,  # the replay buffer
         "output": p["PE"] * p["OBITS"],
         "counters": ceil_log2(wmem) + ceil_log2(sf) + ceil_log2(nf),
@@ -187,7 +190,8 @@ def xnor_terms(p: dict) -> dict[str, float]:
 def integer_terms(p: dict) -> dict[str, float]:
     dsp = p["RES_TYPE"] == "dsp"
     lut_product_bits = p["IBITS"] + (p["WBITS"] if p["WBITS"] > 1 else 1)
-    return mvau_common_terms(p, 0 if dsp else lut_product_bits) | {
+    # the sum of integer products stays an adder tree whatever the weights: no folding of constants
+    return mvau_common_terms(p, 0 if dsp else lut_product_bits, constant_weights_fold=False) | {
         "dsp_products": p["PE"] * p["SIMD"] if dsp else 0,  # a DSP48 per product, its sum in LUTs
         "dsp_sum": p["PE"] * p["SIMD"] * p["ACC_BITS"] if dsp else 0,
     }
@@ -195,7 +199,7 @@ def integer_terms(p: dict) -> dict[str, float]:
 
 def mvau_bram18(p: dict) -> int:
     _, _, wmem = mvau_shape(p)
-    return rom_bram18(wmem, p["PE"] * p["SIMD"] * p["WBITS"]) if p["RAM_STYLE"] == "block" else 0
+    return rom_bram18(wmem, p["PE"] * p["SIMD"] * p["WBITS"]) if wmem > 1 else 0  # one word: a constant
 
 
 def mvau_memories(p: dict, rng: random.Random) -> dict[str, str]:
@@ -209,9 +213,8 @@ def mvau_memories(p: dict, rng: random.Random) -> dict[str, str]:
 
 
 def mvau_size(p: dict) -> int:
-    _, _, wmem = mvau_shape(p)
     lanes = p["PE"] * p["SIMD"] * max(p["WBITS"], p["IBITS"])
-    return lanes + p["MW"] + (lanes * wmem // 16 if p["RAM_STYLE"] == "distributed" else 0)
+    return lanes + p["MW"]
 
 
 # ---- bnn_swg, bnn_maxpool
@@ -228,8 +231,10 @@ def swg_params(size, channels, simd, ebits, k, stride) -> dict:
 
 def swg_terms(p: dict) -> dict[str, float]:
     word = p["SIMD"] * p["EBITS"]
+    chunks = math.ceil(p["BUFFER"] / 64)
     return {
         "ring": word * lutram_luts_per_bit(p["BUFFER"]),  # the window buffer in LUTRAM
+        "read_mux": word * chunks * ceil_log2(chunks) if chunks > 1 else 0,  # over its 64-entry pieces
         "word": word,  # the output register and the read port's last mux level
         "address": ceil_log2(p["BUFFER"]),  # ring pointers, modular adds, the held count
         "counters": ceil_log2(p["IH"] * p["IW"] * p["CHANNELS"] // p["SIMD"]) + ceil_log2(p["K"] * p["CHANNELS"] // p["SIMD"]),
@@ -261,7 +266,7 @@ def thresholding_sweep() -> list[dict]:
         thresholding_params(784, 1, 8, 0, 1), thresholding_params(784, 56, 8, 0, 1),
         thresholding_params(784, 112, 8, 0, 1), thresholding_params(64, 4, 8, 1, 3),
         thresholding_params(256, 16, 4, 0, 7), thresholding_params(3072, 3, 8, 0, 1),
-        thresholding_params(128, 32, 16, 1, 1), thresholding_params(64, 64, 8, 0, 15),
+        thresholding_params(128, 32, 16, 1, 1), thresholding_params(64, 8, 8, 0, 15),
         thresholding_params(1024, 8, 8, 0, 1),
     ]
 
@@ -360,6 +365,9 @@ KINDS: dict[str, Kind] = {
     "bnn_thresholding": Kind(
         "bnn_thresholding", "standalone thresholds", thresholding_sweep, thresholding_terms, no_bram,
         lambda p: (p["PE"] * p["IBITS"], p["PE"] * p["OBITS"]), thresholding_memories,
+        # PE x STEPS read ports on one threshold memory: a few of them fill WebAssembly Yosys' 4 GB
+        # (64 PE x 15 steps alone did), so one sample per run
+        size=lambda p: RUN_SIZE,
     ),
     "bnn_label_select": Kind(
         "bnn_label_select", "label select (K = 1)",
@@ -606,6 +614,8 @@ def unit_of(model, node, inst) -> tuple[str, dict] | None:
             RAM_STYLE=weight_ram_style({"mem_mode": inst.get_nodeattr("mem_mode"),
                                         "ram_style": inst.get_nodeattr("ram_style"), "WMEM": inst.calc_wmem()}),
         )
+        if params["RAM_STYLE"] != "block":
+            return None  # not calibrated (the sweeps' note)
         if not inst.get_nodeattr("noActivation"):
             thresholds = model.get_initializer(node.input[2])
             params.update(STEPS=int(thresholds.shape[1]), TBITS=memory_bits(thresholds))

@@ -31,18 +31,18 @@ def test_the_stored_fit_reproduces_its_samples_within_its_documented_error(name)
         predicted = [predict(name, s["params"], "xc7")[resource] for s in samples]
         measured = [s["yosys"][resource] for s in samples]
         assert fit_errors(predicted, measured) == entry["errors"][resource]
-        limit = entry["errors"][resource]["max_relative_error"]
-        assert all(abs(p - m) / max(m, 10) <= limit + 1e-9 for p, m in zip(predicted, measured))
+        limit = entry["errors"][resource]["max_relative_error"] + 0.00005  # stored to 4 decimals
+        assert all(abs(p - m) / max(m, 10) <= limit for p, m in zip(predicted, measured))
 
 
-def test_block_ram_by_shape_is_what_yosys_mapped():
-    samples = stored_kinds()["bnn_mvau_xnor"]["samples"]
-    assert {s["params"]["RAM_STYLE"] for s in samples} == {"block", "distributed"}
-    for s in samples:
-        p = s["params"]
-        expected = rom_bram18(p["MW"] // p["SIMD"] * p["MH"] // p["PE"], p["PE"] * p["SIMD"]) if p["RAM_STYLE"] == "block" else 0
-        assert s["yosys"]["BRAM_18K"] == expected, p
-    assert rom_bram18(98, 512) == 15 and rom_bram18(64, 64) == 2 and rom_bram18(1024, 18) == 1
+def test_block_ram_by_shape_tiles_like_yosys():
+    """Yosys' mappings in the calibration: 98 x 512 bits in 15 RAMB18 (512 x 36), 64 x 64 in one
+    RAMB36 (512 x 72), 512 x 1568 in 22 RAMB36; a one-word ROM is a constant (no block RAM)."""
+    assert rom_bram18(98, 512) == 15 and rom_bram18(64, 64) == 2 and rom_bram18(512, 1568) == 44
+    samples = {(s["params"]["MW"], s["params"]["MH"], s["params"]["SIMD"], s["params"]["PE"]): s
+               for s in stored_kinds()["bnn_mvau_xnor"]["samples"]}
+    for key, bram in (((784, 64, 16, 32), 15), ((64, 64, 64, 1), 2), ((784, 1024, 784, 2), 44), ((64, 10, 64, 10), 0)):
+        assert samples[key]["yosys"]["BRAM_18K"] == bram == predict("bnn_mvau_xnor", samples[key]["params"], "xc7")["BRAM_18K"]
 
 
 def test_an_unknown_cost_model_is_one_error_line(tmp_path):
@@ -54,7 +54,7 @@ def test_an_unknown_cost_model_is_one_error_line(tmp_path):
     result = run_flow("build", tmp_path / "model.onnx", "--cost-model", "fastest", check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: flow build: Invalid value for '--cost-model': 'fastest' is not one of 'finn', 'synth'. (--help lists the options)"
+        "error: python -m flow build: Invalid value for '--cost-model': 'fastest' is not one of 'finn', 'synth'. (--help lists the options)"
     ]
 
 
