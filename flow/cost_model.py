@@ -164,15 +164,15 @@ def integer_sweep() -> list[dict]:
     ]
 
 
-def mvau_common_terms(p: dict, bits_per_lane: int, constant_weights_fold: bool = True) -> dict[str, float]:
+def mvau_common_terms(p: dict, bits_per_lane: int) -> dict[str, float]:
     sf, nf, wmem = mvau_shape(p)
     thresholds = p["PE"] * p["STEPS"] * p["TBITS"]
     word = p["SIMD"] * p["IBITS"]
     return {
         # XNOR + popcount tree, or the products' adder tree; with one weight word (SF = NF = 1) the
         # weights are constants that fold into the logic
-        "lanes": p["PE"] * p["SIMD"] * bits_per_lane if wmem > 1 or not constant_weights_fold else 0,
-        "lanes_constant_weights": p["PE"] * p["SIMD"] * bits_per_lane if wmem == 1 and constant_weights_fold else 0,
+        "lanes": p["PE"] * p["SIMD"] * bits_per_lane if wmem > 1 else 0,
+        "lanes_constant_weights": p["PE"] * p["SIMD"] * bits_per_lane if wmem == 1 else 0,
         "accumulators": p["PE"] * p["ACC_BITS"],
         "threshold_compare": thresholds,  # against a constant (NF = 1) or the threshold ROM's word
         "threshold_rom": thresholds * math.ceil(nf / 64) if nf > 1 else 0,  # NF-deep ROM per bit
@@ -190,8 +190,7 @@ def xnor_terms(p: dict) -> dict[str, float]:
 def integer_terms(p: dict) -> dict[str, float]:
     dsp = p["RES_TYPE"] == "dsp"
     lut_product_bits = p["IBITS"] + (p["WBITS"] if p["WBITS"] > 1 else 1)
-    # the sum of integer products stays an adder tree whatever the weights: no folding of constants
-    return mvau_common_terms(p, 0 if dsp else lut_product_bits, constant_weights_fold=False) | {
+    return mvau_common_terms(p, 0 if dsp else lut_product_bits) | {
         "dsp_products": p["PE"] * p["SIMD"] if dsp else 0,  # a DSP48 per product, its sum in LUTs
         "dsp_sum": p["PE"] * p["SIMD"] * p["ACC_BITS"] if dsp else 0,
     }
