@@ -27,7 +27,6 @@ import math
 import random
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
