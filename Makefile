@@ -15,6 +15,8 @@ DEVICE     ?= auto
 BOARD      ?= pynq-z2
 TARGET_FPS ?=
 MAX_UTILIZATION ?= 0.85
+# the folding search's LUT/BRAM/DSP: finn (FINN's estimates) | synth (calibrated against Yosys: make calibrate)
+COST_MODEL ?= finn
 OUT        ?= build/$(MODEL)-$(QUANT)-$(DATASET)
 # bnn: our hls_templates kernels (C-simulated here); finn: FINN's finn-hlslib route (needs Vitis HLS + Vivado)
 HLS_BACKEND ?= bnn
@@ -28,7 +30,7 @@ NETLIST    ?=
 COMPARE_JOBS ?= 1
 BOARD_PYTHON ?= python3
 
-.PHONY: install train compare export build csim emulate verify rtlsim synth netlist vivado bench check-board test test-slow clean help
+.PHONY: install train compare export build csim emulate verify rtlsim synth netlist vivado calibrate bench check-board test test-slow clean help
 
 # `make help`: every target and variable (OUT may contain spaces: it is quoted in every recipe)
 help:
@@ -41,6 +43,7 @@ help:
 	@echo "  make synth                Yosys synth_xilinx of the RTL: LUT/FF/BRAM/DSP per layer vs FINN and the board"
 	@echo "  make netlist              Yosys' netlist of the RTL in Verilator == the RTL, cycle by cycle (IMAGES, default 3)"
 	@echo "  make vivado               OUT/vivado/vivado.tcl again (block design on the RTL) and, with vivado on PATH, the bitfile"
+	@echo "  make calibrate            Yosys on each RTL layer kind's sweep -> flow/cost_model_synth.json (COST_MODEL=synth)"
 	@echo "  make check-board          on the PYNQ board: OUT/deploy/check.py --backend pynq (docs/board.md)"
 	@echo "  make bench                emulator speed vs QONNX/FINN/Brevitas/GEMM -> docs/benchmarks.md"
 	@echo "  make compare              all quantizers x 5 seeds, SFC + CNV, 95 % CIs, paired p-values -> docs/quantizers.md"
@@ -62,6 +65,8 @@ help:
 	@printf "  %-34s %s\n" "BOARD=$(BOARD)" "pynq-z2 | pynq-z1 | ultra96-v2 | zcu104 | kv260 | path/to/board.toml"
 	@printf "  %-34s %s\n" "TARGET_FPS=N" "throughput target (default: the fastest folding that fits)"
 	@printf "  %-34s %s\n" "MAX_UTILIZATION=$(MAX_UTILIZATION)" "part of the board's LUT/BRAM/DSP the accelerator may use"
+	@printf "  %-34s %s\n" "COST_MODEL=$(COST_MODEL)" "finn: FINN's LUT/BRAM/DSP estimates | synth: calibrated against Yosys"
+	@printf "  %-34s %s\n" "KIND=name" "calibrate: only this RTL layer kind (e.g. bnn_mvau_xnor; default all)"
 	@printf "  %-34s %s\n" "HLS_BACKEND=$(HLS_BACKEND)" "bnn: our hls_templates kernels | finn: FINN's finn-hlslib route (Vitis HLS + Vivado)"
 	@printf "  %-34s %s\n" "VIVADO_ROUTE=$(VIVADO_ROUTE)" "rtl: the generated RTL (no Vitis HLS) | hls: our HLS top | empty: rtl where it covers the design"
 	@printf "  %-34s %s\n" "IMAGES=N" "verify, csim, rtlsim: only the first N test images"
@@ -118,7 +123,7 @@ export: $(VENV)/.installed
 	$(PY) -m flow export '$(OUT)'
 
 build: $(VENV)/.installed
-	$(PY) -m flow build '$(OUT)/model.onnx' --board '$(BOARD)' --out '$(OUT)' --max-utilization $(MAX_UTILIZATION) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
+	$(PY) -m flow build '$(OUT)/model.onnx' --board '$(BOARD)' --out '$(OUT)' --max-utilization $(MAX_UTILIZATION) --cost-model $(COST_MODEL) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 
 csim: $(VENV)/.installed
 	$(PY) -m flow csim '$(OUT)' $(if $(IMAGES),--images $(IMAGES))
@@ -146,6 +151,10 @@ netlist: $(VENV)/.installed
 # the PYNQ block design around the generated RTL (OUT/vivado/vivado.tcl); Vivado runs it where it is on PATH
 vivado: $(VENV)/.installed
 	$(PY) -m flow vivado '$(OUT)'
+
+# re-fit the synth cost model: every layer kind's sweep through Yosys (many minutes; KIND=name: only that kind)
+calibrate: $(VENV)/.installed
+	$(PY) -m flow calibrate $(if $(KIND),--kind $(KIND))
 
 # emulator vs QONNX / FINN / Brevitas / a GEMM chain on built runs -> docs/benchmarks.md
 BENCH_RUNS ?= $(foreach m,tfc sfc lfc,build/$(m)-$(QUANT)-$(DATASET))

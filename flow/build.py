@@ -66,6 +66,8 @@ class BuildConfig:
     board: Board
     target_fps: int | None = None
     max_utilization: float = MAX_UTILIZATION
+    # the folding search's LUT/BRAM/DSP: FINN's estimates, or calibrated against Yosys (flow.cost_model)
+    cost_model: str = "finn"
     # filled in by the steps, for the report
     folding_search: list[dict] = field(default_factory=list)
 
@@ -79,6 +81,10 @@ class BuildConfig:
 
     def budget(self) -> dict[str, float]:
         return {k: self.board.resources[k] * self.max_utilization for k in ("LUT", "BRAM_18K", "DSP")}
+
+    def cost_model_text(self) -> str:
+        return {"finn": "FINN's estimates",
+                "synth": "calibrated against Yosys (flow/cost_model_synth.json)"}[self.cost_model]
 
 
 # --------------------------------------------------------------------------- steps
@@ -366,7 +372,7 @@ def plot_folding_search(search: list[dict], cfg: BuildConfig, path: Path) -> Non
         ax.set_xscale("log")
         ax.set_ylim(0, max(cfg.board.resources[resource] * 1.1, min(max(used), 3 * cfg.board.resources[resource])))
         ax.set_xlabel(f"estimated throughput at {cfg.board.clock_mhz:g} MHz (FPS)")
-        ax.set_ylabel(f"{resource} (FINN estimate)")
+        ax.set_ylabel(f"{resource} (cost model {cfg.cost_model})")
         ax.legend(fontsize=8)
     fig.suptitle(f"Folding search on {cfg.board.name}")
     fig.tight_layout()
@@ -391,6 +397,11 @@ def step_generate_estimate_reports(model, cfg: BuildConfig):
     resources = model.analysis(lambda m: res_estimation(m, cfg.board.part))
     resources["total"] = aggregate_dict_keys(resources)
     write_json(cfg.report_dir / "estimate_layer_resources.json", resources)
+    if cfg.cost_model == "synth":
+        from flow.cost_model import design_costs
+
+        write_json(cfg.report_dir / "estimate_layer_resources_synth.json",
+                   design_costs(model, cfg.board.part, cfg.board.dma_width_bits))
     model = model.transform(AnnotateCycles())
     # FINN's keys (its layer-only critical path and slowest layer), then the estimate of
     # flow.cycles: the streams and the DMA included, what bounds it, each bound's FPS
@@ -510,11 +521,28 @@ class MinimumCostFolding(Transformation):
     requires SIMD == PE there).
     """
 
-    def __init__(self, target_cycles: int, part: str, budget: dict[str, float]):
+    def __init__(self, target_cycles: int, part: str, budget: dict[str, float], cost_model: str = "finn",
+                 dma_width_bits: int = 64):
         super().__init__()
         self.target_cycles = target_cycles
         self.part = part
         self.budget = budget
+        self.cost_model = cost_model
+        self.dma_width_bits = dma_width_bits
+
+    def estimate(self, inst) -> dict[str, float]:
+        """A unit's resources under the cost model: FINN's estimate, or the calibrated cost of its RTL
+        unit plus its input converter and FIFO (with the upstream layer's folding as set so far)."""
+        if self.cost_model == "finn":
+            return inst.node_res_estimation(self.part)
+        from qonnx.custom_op.registry import getCustomOp
+
+        from flow.cost_model import layer_cost
+
+        node = inst.onnx_node
+        producer = self.model.find_producer(node.input[0])
+        upstream = getCustomOp(producer).get_outstream_width(0) if producer is not None else None
+        return layer_cost(self.model, node, inst, self.part, upstream, self.dma_width_bits)["total"]
 
     def choose(self, units: list, choices: list[list[dict]]) -> None:
         """Apply to ``units`` (insts folded together) the best of ``choices`` (one attr dict per unit)."""
@@ -523,7 +551,7 @@ class MinimumCostFolding(Transformation):
             for inst, attrs in zip(units, choice):
                 for name, value in attrs.items():
                     inst.set_nodeattr(name, value)
-            estimates = [inst.node_res_estimation(self.part) for inst in units]
+            estimates = [self.estimate(inst) for inst in units]
             dsp = sum(e.get("DSP", 0) for e in estimates)
             if dsp > self.dsp_left:
                 continue
@@ -539,6 +567,7 @@ class MinimumCostFolding(Transformation):
         self.dsp_left -= dsp
 
     def apply(self, model):
+        self.model = model
         self.dsp_left = self.budget.get("DSP", 0)
         from qonnx.core.datatype import DataType
         from qonnx.custom_op.registry import getCustomOp
@@ -574,15 +603,26 @@ def divisors(n: int) -> list[int]:
 
 
 def fold(model, target_cycles: int, cfg: BuildConfig) -> Folding:
-    """The cheapest folding for a cycle target, with FINN's resource estimates and flow.cycles."""
+    """The cheapest folding for a cycle target, with the build's cost model and flow.cycles."""
     import copy
 
+    folded = copy.deepcopy(model).transform(
+        MinimumCostFolding(target_cycles, cfg.board.part, cfg.budget(), cfg.cost_model, cfg.board.dma_width_bits)
+    )
+    return Folding(folded, model_cycles(folded, cfg.board), design_resources(folded, cfg))
+
+
+def design_resources(model, cfg: BuildConfig) -> dict[str, float]:
+    """Total LUT, BRAM_18K, DSP of a folded design under the build's cost model (synth: the
+    converters and FIFOs of the generated top included)."""
     from finn.analysis.fpgadataflow.op_and_param_counts import aggregate_dict_keys
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
 
-    folded = copy.deepcopy(model).transform(MinimumCostFolding(target_cycles, cfg.board.part, cfg.budget()))
-    resources = folded.analysis(lambda m: res_estimation(m, cfg.board.part))
-    return Folding(folded, model_cycles(folded, cfg.board), aggregate_dict_keys(resources))
+    if cfg.cost_model == "synth":
+        from flow.cost_model import design_costs
+
+        return design_costs(model, cfg.board.part, cfg.board.dma_width_bits)["total"]
+    return aggregate_dict_keys(model.analysis(lambda m: res_estimation(m, cfg.board.part)))
 
 
 def fastest_fitting_folding(model, slowest: Folding, floor: int, cfg: BuildConfig) -> tuple[Folding, list[dict]]:
@@ -638,8 +678,10 @@ def post_synthesis_ff(report_dir: Path | None) -> dict[str, float]:
     return {name: entry["FF"] for name, entry in report.items() if isinstance(entry, dict) and "FF" in entry}
 
 
-def layer_rows(model, part: str, report_dir: Path | None = None) -> list[dict]:
-    """Per hardware layer: shape, folding, cycles and resource estimates (FF: None before synthesis)."""
+def layer_rows(model, part: str, report_dir: Path | None = None, synth_costs: dict | None = None) -> list[dict]:
+    """Per hardware layer: shape, folding, cycles and resource estimates (FF: None before synthesis);
+    with ``synth_costs`` (flow.cost_model.design_costs) the calibrated LUT/BRAM/DSP of the layer's
+    unit, input converter and FIFO instead of FINN's."""
     from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
     from qonnx.custom_op.registry import getCustomOp
@@ -648,6 +690,8 @@ def layer_rows(model, part: str, report_dir: Path | None = None) -> list[dict]:
     resources = model.analysis(lambda m: res_estimation(m, part))
     flip_flops = post_synthesis_ff(report_dir)
     rows = []
+    if synth_costs is not None:
+        resources = {name: cost["total"] for name, cost in synth_costs["layers"].items()}
     for node in model.graph.node:
         inst = getCustomOp(node)
         attrs = inst.get_nodeattr_types()
@@ -681,7 +725,12 @@ def stream_row_text(element: dict) -> str:
 
 def print_layer_table(model, cfg: BuildConfig) -> None:
     """The layers and the streams of the generated top, in dataflow order; ``<`` marks the bound."""
-    rows = {row["layer"]: row for row in layer_rows(model, cfg.board.part, cfg.report_dir)}
+    synth_costs = None
+    if cfg.cost_model == "synth":
+        from flow.cost_model import design_costs
+
+        synth_costs = design_costs(model, cfg.board.part, cfg.board.dma_width_bits)
+    rows = {row["layer"]: row for row in layer_rows(model, cfg.board.part, cfg.report_dir, synth_costs)}
     cycles = model_cycles(model, cfg.board)
     synthesized = all(r["FF"] is not None for r in rows.values())
 
@@ -691,9 +740,15 @@ def print_layer_table(model, cfg: BuildConfig) -> None:
     def ff(value) -> str:
         return f"{value:,.0f}" if value is not None else "-"
 
+    captions = [] if synthesized else ["FF: post-synthesis only (FINN's estimates give none before synthesis)"]
+    if synth_costs is not None:
+        captions.append("LUT/BRAM18/DSP: each layer's unit + input width converter + FIFO; the total adds the output converter")
+        if synth_costs["finn_estimated"]:
+            captions.append(f"no calibration for {', '.join(synth_costs['finn_estimated'])}: FINN's estimate of the unit")
     table = Table(
-        title=f"Folded dataflow design for {cfg.board.name} ({cfg.board.part})",
-        caption=None if synthesized else "FF: post-synthesis only (FINN's estimates give none before synthesis)",
+        title=f"Folded dataflow design for {cfg.board.name} ({cfg.board.part}); cost model {cfg.cost_model}: "
+        f"{cfg.cost_model_text()}",
+        caption="; ".join(captions) or None,
     )
     for column in ("layer", "MW x MH", "SIMD", "PE", "cycles", "LUT", "BRAM18", "DSP", "FF"):
         table.add_column(column, justify="left" if column == "layer" else "right")
@@ -706,9 +761,8 @@ def print_layer_table(model, cfg: BuildConfig) -> None:
                 row["layer"], row["shape"], str(row["SIMD"]), str(row["PE"]), marked(row["layer"], row["cycles"]),
                 f"{row['LUT']:,.0f}", f"{row['BRAM_18K']:,.0f}", f"{row['DSP']:,.0f}", ff(row["FF"]),
             )
-    lut = sum(r["LUT"] for r in rows.values())
-    bram = sum(r["BRAM_18K"] for r in rows.values())
-    dsp = sum(r["DSP"] for r in rows.values())
+    lut, bram, dsp = (sum(r[k] for r in rows.values()) if synth_costs is None else synth_costs["total"][k]
+                      for k in ("LUT", "BRAM_18K", "DSP"))
     max_cycles = cycles["initiation_interval_cycles"]
     board = cfg.board.resources
     table.add_section()
@@ -724,7 +778,7 @@ def print_layer_table(model, cfg: BuildConfig) -> None:
         f"estimated throughput {cycles['estimated_fps']:,.0f} FPS at {cfg.board.clock_mhz:g} MHz, bounded by "
         f"{cycles['estimated_fps_bounded_by']} (interval {max_cycles:,} cycles, {cycles['bounded_by']}); "
         f"bounds: layers {cycles['compute_bound_fps']:,.0f}, streams {cycles['io_bound_fps']:,.0f}{dma} FPS; "
-        f"LUT {lut / board['LUT']:.1%}, BRAM {bram / board['BRAM_18K']:.1%} of the board"
+        f"LUT {lut / board['LUT']:.1%}, BRAM {bram / board['BRAM_18K']:.1%} of the board (cost model {cfg.cost_model})"
     )
 
 
@@ -817,6 +871,7 @@ def build(
     max_utilization: float = MAX_UTILIZATION,
     input_datatype: str | None = None,
     dataset: str | None = None,
+    cost_model: str = "finn",
 ) -> dict:
     """Run every build step, then write the deployment package; return (and write
     as ``build.json``, last) what was built.
@@ -825,12 +880,16 @@ def build(
     ``board.toml``) and their sha256 recorded, so that every later stage can
     refuse a build that is not of the files beside it (flow.rundir).
     """
+    from flow.cost_model import COST_MODELS
+
+    if cost_model not in COST_MODELS:
+        raise FlowError(f"--cost-model {cost_model}: unknown cost model (finn: FINN's estimates, synth: calibrated against Yosys)")
     init_finn(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_qonnx(onnx_path)
     start_build(out_dir)  # a failed rebuild must not look complete, nor leave the old package
     inputs = keep_inputs(out_dir, onnx_path, board)
-    cfg = BuildConfig(out_dir, board, target_fps, max_utilization)
+    cfg = BuildConfig(out_dir, board, target_fps, max_utilization, cost_model)
     model, transform = prepare_input(model.transform(RecordOriginalNames()), input_scale, input_datatype)
     dataset = dataset or trained_dataset(out_dir)
     times = {}
@@ -852,6 +911,7 @@ def build(
         "clock_mhz": board.clock_mhz,
         "target_fps": target_fps,
         "max_utilization": max_utilization,
+        "cost_model": cost_model,
         "estimated_throughput_fps": performance["estimated_throughput_fps"],
         "estimated_fps_bounded_by": performance["estimated_fps_bounded_by"],
         "estimated_latency_ns": performance["estimated_latency_ns"],

@@ -118,7 +118,9 @@ def export(run_dir, check_images):
 @click.option("--max-utilization", type=click.FloatRange(min=0.05, max=1.0), default=0.85, show_default=True,
               help="Part of the board's LUT/BRAM/DSP the accelerator may use (the rest: PS interconnect, DMA, FIFOs).")
 @click.option("--dataset", default=None, help=DATASET_HELP + " With one known, the build checks the input convention on it.")
-def build(onnx_model, board, out_dir, target_fps, input_scale, input_datatype, max_utilization, dataset):
+@click.option("--cost-model", type=click.Choice(["finn", "synth"]), default="finn", show_default=True,
+              help="The folding search's LUT/BRAM/DSP: finn (FINN's estimates) or synth (calibrated against Yosys, `flow calibrate`).")
+def build(onnx_model, board, out_dir, target_fps, input_scale, input_datatype, max_utilization, dataset, cost_model):
     """Build a QONNX BNN into a folded FINN dataflow design for BOARD (kept as OUT/model.onnx)."""
     from flow.boards import load_board
     from flow.build import build as run_build
@@ -126,7 +128,7 @@ def build(onnx_model, board, out_dir, target_fps, input_scale, input_datatype, m
     board = load_board(board)
     out_dir = out_dir or onnx_model.parent
     with run_directory(out_dir):
-        run_build(onnx_model, out_dir, board, target_fps, input_scale, max_utilization, input_datatype, dataset)
+        run_build(onnx_model, out_dir, board, target_fps, input_scale, max_utilization, input_datatype, dataset, cost_model)
 
 
 @main.command()
@@ -284,6 +286,41 @@ def synth(run_dir):
     from flow.synth import synth as run_synth
 
     run_synth(run_dir)
+
+
+@main.command()
+@click.option("--kind", "kinds", multiple=True, help="Calibrate only this layer kind (repeatable) [default: all]; the others are kept.")
+@click.option("--family", "family_name", default="xc7", show_default=True, help="synth_xilinx family: xc7 (Zynq-7000) or xcup (Zynq UltraScale+).")
+@click.option("--data", "data_file", type=click.Path(path_type=Path), default=None, help="The calibration file [default: flow/cost_model_synth.json].")
+@click.option("--refit", is_flag=True, help="Fit the stored Yosys samples again (after changing a kind's terms), no synthesis.")
+def calibrate(kinds, family_name, data_file, refit):
+    """Synthesize each layer kind's sweep with Yosys and fit the --cost-model synth coefficients (many minutes)."""
+    from flow.cost_model import DATA_FILE
+    from flow.cost_model import calibrate as run_calibrate
+
+    run_calibrate(list(kinds) or None, family_name, data_file or DATA_FILE, refit)
+    click.echo(f"wrote {data_file or DATA_FILE}")
+
+
+@main.command("cost-curve")
+@click.option("--run", "runs", multiple=True, required=True, metavar="TITLE:RUN_DIR",
+              help="A built run (repeatable); runs with one TITLE share a panel (e.g. TFC built with each cost model).")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="The plot (.png).")
+@click.option("--board", default="pynq-z2", show_default=True, help="The board whose LUT budget is drawn.")
+@click.option("--max-utilization", type=click.FloatRange(min=0.05, max=1.0), default=0.85, show_default=True)
+def cost_curve(runs, out_path, board, max_utilization):
+    """Plot FPS against predicted LUT of the folding searches of built runs (both cost models), with Yosys' counts."""
+    from flow.boards import load_board
+    from flow.cost_model import plot_folding_curves
+
+    pairs = []
+    for run in runs:
+        title, _, run_dir = run.rpartition(":")
+        if not title or not (Path(run_dir) / "report" / "folding_search.json").exists():
+            raise FlowError(f"--run {run}: expected TITLE:RUN_DIR of a run built with the folding search")
+        pairs.append((title, Path(run_dir)))
+    plot_folding_curves(pairs, out_path, load_board(board).resources["LUT"], max_utilization)
+    click.echo(f"wrote {out_path}")
 
 
 @main.command()

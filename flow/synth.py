@@ -28,6 +28,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from flow.cost_model import run_design_costs
 from flow.errors import FlowError
 from flow.files import write_json
 from flow.rtl import MODULES, ensure_rtl
@@ -144,6 +145,8 @@ def synth(run_dir: Path) -> dict:
     modules = stat["modules"]
     estimate_path = run_dir / "report" / "estimate_layer_resources.json"
     estimates = json.loads(estimate_path.read_text()) if estimate_path.exists() else {}
+    # the --cost-model synth figures of the same design, set against what Yosys made of it
+    calibrated = run_design_costs(run_dir, spec["part"], spec["dma_width_bits"])
     layers = []
     for layer in spec["layers"]:
         wrapper = flattened_cells(modules, module_named(modules, layer["wrapper"]))
@@ -154,6 +157,9 @@ def synth(run_dir: Path) -> dict:
         finn = estimates.get(layer["name"], {})
         row = {"layer": layer["name"], "module": layer["module"], "yosys": unit_counts, "fifo_and_dwc": streams,
                "finn_estimate": {k: finn[k] for k in ("LUT", "BRAM_18K", "DSP") if k in finn}}
+        if calibrated is not None and layer["name"] in calibrated["layers"]:
+            cost = calibrated["layers"][layer["name"]]
+            row["calibrated"] = {"unit": cost["unit"], "fifo_and_dwc": cost["streams"], "source": cost["source"]}
         if layer["module"] == "bnn_mvau":
             row["weight_rom"] = layer["params"]["RAM_STYLE"].strip('"')
         layers.append(row)
@@ -171,6 +177,7 @@ def synth(run_dir: Path) -> dict:
         "layers": layers,
         "total": total,
         "finn_estimate_total": {k: estimates.get("total", {}).get(k) for k in ("LUT", "BRAM_18K", "DSP")},
+        "calibrated_total": None if calibrated is None else calibrated["total"],
         "board_budget": budget,
         "fits": fits,
         "utilization": {k: round(total[k] / budget[k], 4) for k in budget},
@@ -182,20 +189,28 @@ def synth(run_dir: Path) -> dict:
 
 def print_report(report: dict) -> None:
     table = Table(title=f"synth {report['top']}: Yosys synth_xilinx -family {report['family']} ({report['part']}), {report['seconds']} s")
-    for column in ("layer", "LUT (FINN / Yosys)", "LUTRAM", "FF", "BRAM_18K (FINN / Yosys)", "DSP", "weight ROM"):
+    for column in ("layer", "LUT (FINN / calibrated / Yosys)", "LUTRAM", "FF (calibrated / Yosys)",
+                   "BRAM_18K (FINN / calibrated / Yosys)", "DSP", "weight ROM"):
         table.add_column(column, justify="left" if column == "layer" else "right")
 
-    def pair(finn, yosys):
-        return f"{'-' if finn is None else f'{finn:,.0f}'} / {yosys:,}"
+    def figures(*values):
+        return " / ".join("-" if v is None else f"{v:,.0f}" for v in values)
 
     for row in report["layers"]:
         y, f = row["yosys"], row["finn_estimate"]
-        table.add_row(row["layer"], pair(f.get("LUT"), y["LUT"]), str(y["LUTRAM"]), str(y["FF"]),
-                      pair(f.get("BRAM_18K"), y["BRAM_18K"]), str(y["DSP"]), row.get("weight_rom", ""))
+        c = row.get("calibrated", {})
+        unit, streams = c.get("unit", {}), c.get("fifo_and_dwc", {})
+        table.add_row(row["layer"], figures(f.get("LUT"), unit.get("LUT"), y["LUT"]), str(y["LUTRAM"]),
+                      figures(unit.get("FF"), y["FF"]), figures(f.get("BRAM_18K"), unit.get("BRAM_18K"), y["BRAM_18K"]),
+                      str(y["DSP"]), row.get("weight_rom", ""))
         s = row["fifo_and_dwc"]
-        table.add_row("  + DWC, input FIFO", f"- / {s['LUT']}", str(s["LUTRAM"]), str(s["FF"]), f"- / {s['BRAM_18K']}", str(s["DSP"]), "")
+        table.add_row("  + DWC, input FIFO", figures(None, streams.get("LUT"), s["LUT"]), str(s["LUTRAM"]),
+                      figures(streams.get("FF"), s["FF"]), figures(None, streams.get("BRAM_18K"), s["BRAM_18K"]),
+                      str(s["DSP"]), "")
     t, f, b = report["total"], report["finn_estimate_total"], report["board_budget"]
-    table.add_row("total", pair(f.get("LUT"), t["LUT"]), str(t["LUTRAM"]), str(t["FF"]), pair(f.get("BRAM_18K"), t["BRAM_18K"]), str(t["DSP"]), "")
+    c = report.get("calibrated_total") or {}
+    table.add_row("total", figures(f.get("LUT"), c.get("LUT"), t["LUT"]), str(t["LUTRAM"]), figures(c.get("FF"), t["FF"]),
+                  figures(f.get("BRAM_18K"), c.get("BRAM_18K"), t["BRAM_18K"]), str(t["DSP"]), "")
     table.add_row(f"board {report['board']}", str(b["LUT"]), "", str(b["FF"]), str(b["BRAM_18K"]), str(b["DSP"]), "")
     console.print(table)
     used = ", ".join(f"{k} {100 * v:.1f} %" for k, v in report["utilization"].items())
