@@ -673,7 +673,7 @@ def stream_costs(dwc_from: int, dwc_to: int, fifo_bits: int, fifo_words: int, fa
     (``fifo_bits`` wide, one image's words deep), as flow.rtl generates them."""
     from flow.rtl import fifo_depth
 
-    fifo = calibrated("bnn_fifo", dict(WIDTH=fifo_bits, DEPTH=fifo_depth(fifo_words), ID=0), family_name)
+    fifo = calibrated("bnn_fifo", dict(WIDTH=fifo_bits, DEPTH=fifo_depth(fifo_words, fifo_bits), ID=0), family_name)
     dwc = converter_cost(dwc_from, dwc_to, family_name)
     return {r: fifo[r] + dwc[r] for r in RESOURCES}
 
