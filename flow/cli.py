@@ -202,14 +202,15 @@ def emulate(run_dir, as_json, dataset):
               help="Test images to run [default: the whole test set].")
 @dataset_option
 @click.option("--netlist", is_flag=True, help="One more level after the RTL: its Yosys netlist (python -m flow netlist).")
-def verify(run_dir, num_images, dataset, netlist):
+@click.option("--no-rtl", "no_rtl", is_flag=True, help="Leave out the RTL level (it compiles a Verilator model first).")
+def verify(run_dir, num_images, dataset, netlist, no_rtl):
     """The ladder PyTorch -> QONNX -> streamlined -> HW layers -> emulator; exit 1 on any disagreement.
 
     A model trained elsewhere (no RUN_DIR/checkpoint.pt) starts at its QONNX."""
     from flow.verify import verify as run_verify
 
     with run_directory(run_dir):
-        agree = run_verify(run_dir, num_images, dataset=dataset, netlist=netlist)["agree"]
+        agree = run_verify(run_dir, num_images, dataset=dataset, netlist=netlist, rtl=not no_rtl)["agree"]
     if not agree:
         sys.exit(1)
 

@@ -442,12 +442,13 @@ def run_ladder(run_dir: Path, start: int, stop: int, show_progress: bool = False
 
 
 def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None, dataset: str | None = None,
-           netlist: bool = False) -> dict:
+           netlist: bool = False, rtl: bool = True) -> dict:
     """Run the ladder on ``num_images`` test images (default: all); write and return the report.
 
     Test sets of several chunks are split over ``jobs`` worker processes
     (default: the CPU count, at most 4; each with one BLAS thread).
     ``netlist``: one more level after the RTL, its Yosys netlist (flow.netlist).
+    ``rtl`` False: the RTL level is skipped (it compiles a Verilator model of the design first).
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -455,6 +456,8 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
     from flow.build import write_json
     from flow.rundir import require_complete_build
 
+    if netlist and not rtl:
+        raise FlowError("--netlist compares the netlist with the RTL level: leave out --no-rtl")
     require_complete_build(run_dir)
     writable_dir(run_dir / "report")  # before the ladder: its result must not be lost at the end
     setup = ladder_setup(run_dir, dataset)
@@ -499,7 +502,11 @@ def verify(run_dir: Path, num_images: int | None = None, jobs: int | None = None
         if level == "emulator" and entry["first_diverging_layer"]:
             entry["diagnosis"] = diagnose(emulator, entry["first_diverging_layer"], entry["first_difference"])
         levels.append(entry)
-    levels.append(rtl_level(run_dir, images, b.names, emulator_accuracy=levels[-1]["accuracy"]))
+    if rtl:
+        levels.append(rtl_level(run_dir, images, b.names, emulator_accuracy=levels[-1]["accuracy"]))
+    else:
+        levels.append({"level": "rtl", "title": LEVEL_TITLES["rtl"], "skipped": "left out (--no-rtl)",
+                       "layers": {name: {"compared": False} for name in b.names}})
     if netlist:
         levels.append(netlist_level(run_dir, images, b.names, levels[-1]))
     report = {

@@ -94,3 +94,9 @@ def test_emulate_json_reports_accuracy_speed_and_bit_exactness(tfc_run):
     assert result["images_per_s"] > 10_000
     performance = json.loads((tfc_run / "report" / "estimate_network_performance.json").read_text())
     assert result["estimated_fps"] == performance["estimated_throughput_fps"]
+
+
+def test_netlist_level_without_the_rtl_level_is_one_line(tmp_path):
+    result = run_flow("verify", tmp_path, "--netlist", "--no-rtl", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --netlist compares the netlist with the RTL level: leave out --no-rtl"
