@@ -452,6 +452,18 @@ def divisor(rng, n: int) -> int:
     return int(rng.choice([d for d in range(1, n + 1) if n % d == 0]))
 
 
+def random_conv_weights(rng, idt, mw: int, mh: int):
+    """(xnor, weight type, MW x MH weights, accumulator range) of a conv MVAU reading ``idt``:
+    XNOR on binary inputs, else bipolar or INT2 weights."""
+    xnor = idt == DataType["BINARY"]
+    if xnor:
+        return xnor, DataType["BINARY"], rng.integers(0, 2, size=(mw, mh)), 0, mw
+    wdt = DataType[str(rng.choice(["BIPOLAR", "INT2"]))]
+    weights = rng.choice([-1, 1], size=(mw, mh)) if wdt == DataType["BIPOLAR"] else rng.integers(-2, 2, size=(mw, mh))
+    big = mw * max(abs(idt.min()), abs(idt.max())) * (1 if wdt == DataType["BIPOLAR"] else 2)
+    return xnor, wdt, weights, -big, big
+
+
 def random_conv_chain(rng) -> ModelWrapper:
     """sliding window -> conv MVAU (-> depthwise window + max Pool) -> sliding window -> conv MVAU,
     random sizes, foldings (window SIMD, MVAU SIMD and Pool PE independent) and data types."""
@@ -467,14 +479,7 @@ def random_conv_chain(rng) -> ModelWrapper:
             ConvKernelDim=[k, k], IFMChannels=c, IFMDim=[h, w], OFMDim=[oh, ow], SIMD=divisor(rng, c), Stride=[s, s],
             Dilation=[1, 1], inputDataType=idt.name, outputDataType=idt.name, depthwise=0), {}))
         mw, mh = k * k * c, int(rng.choice([2, 4, 6, 8]))
-        xnor = idt == DataType["BINARY"]
-        if xnor:
-            wdt, weights, lo, hi = DataType["BINARY"], rng.integers(0, 2, size=(mw, mh)), 0, mw
-        else:
-            wdt = DataType[str(rng.choice(["BIPOLAR", "INT2"]))]
-            weights = rng.choice([-1, 1], size=(mw, mh)) if wdt == DataType["BIPOLAR"] else rng.integers(-2, 2, size=(mw, mh))
-            big = mw * max(abs(idt.min()), abs(idt.max())) * (1 if wdt == DataType["BIPOLAR"] else 2)
-            lo, hi = -big, big
+        xnor, wdt, weights, lo, hi = random_conv_weights(rng, idt, mw, mh)
         attrs = dict(MW=mw, MH=mh, SIMD=divisor(rng, mw), PE=divisor(rng, mh), inputDataType=idt.name,
                      weightDataType=wdt.name, binaryXnorMode=int(xnor), numInputVectors=[1, oh, ow],
                      mem_mode="internal_embedded")

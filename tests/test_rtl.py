@@ -129,7 +129,7 @@ def random_conv_network(rng: np.random.Generator):
     select. Windows of any kernel and stride (rows and columns no window covers included),
     integer-input MVAUs with bipolar or INT2 weights on DSPs or LUTs, XNOR MVAUs, max-pools on
     bits or UINT2."""
-    from tests.test_hls import chain_model, divisor, int_type, sorted_thresholds
+    from tests.test_hls import chain_model, divisor, int_type, random_conv_weights, sorted_thresholds
 
     h, w = int(rng.integers(10, 14)), int(rng.integers(10, 14))
     c = int(rng.choice([1, 2, 3]))
@@ -144,14 +144,7 @@ def random_conv_network(rng: np.random.Generator):
         return oh, ow
 
     def mvau(mw: int, mh: int, pixels: list[int], scores: bool = False):
-        xnor = idt == DataType["BINARY"]
-        if xnor:
-            wdt, weights, lo, hi = DataType["BINARY"], rng.integers(0, 2, size=(mw, mh)), 0, mw
-        else:
-            wdt = DataType[str(rng.choice(["BIPOLAR", "INT2"]))]
-            weights = rng.choice([-1, 1], size=(mw, mh)) if wdt == DataType["BIPOLAR"] else rng.integers(-2, 2, size=(mw, mh))
-            big = mw * max(abs(idt.min()), abs(idt.max())) * (1 if wdt == DataType["BIPOLAR"] else 2)
-            lo, hi = -big, big
+        xnor, wdt, weights, lo, hi = random_conv_weights(rng, idt, mw, mh)
         attrs = dict(MW=mw, MH=mh, SIMD=divisor(rng, mw), PE=divisor(rng, mh), inputDataType=idt.name,
                      weightDataType=wdt.name, binaryXnorMode=int(xnor), numInputVectors=[1, *pixels],
                      resType=str(rng.choice(["lut", "dsp"])), mem_mode="internal_embedded")
